@@ -1,0 +1,62 @@
+"""Fixtures built on the fly: tiny models and tokenizers, preference files, and a way to run the entrypoints."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.synthetic import generate_pairs
+from utils.tiny_models import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP2 = ROOT / "training" / "step2_reward_model_finetuning" / "main.py"
+CPU_ENV = {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+os.environ.update(CPU_ENV)
+
+
+@pytest.fixture(scope="session")
+def opt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OPT-like: BOS == EOS == </s>, and a <pad> token."""
+    return build_tiny_model(tmp_path_factory.mktemp("opt"), "opt", hidden=32, layers=2, heads=2, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Llama-like: BOS <s> differs from EOS </s>, and there is no pad token."""
+    return build_tiny_model(tmp_path_factory.mktemp("llama"), "llama", hidden=32, layers=2, heads=2, vocab_size=600)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pair_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A train and an eval file of synthetic pairs in the local-file schema."""
+    base = tmp_path_factory.mktemp("pairs")
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in generate_pairs(300, seed=7)]
+    return write_jsonl(base / "train.jsonl", rows[:256]), write_jsonl(base / "eval.jsonl", rows[256:])
+
+
+def run_step2(args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    """Run step 2 as a user would: plain python for one process, the deepspeed launcher for more."""
+    if nproc == 1:
+        cmd = [sys.executable, str(STEP2)]
+    else:
+        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc),
+               "--master_port", str(29500 + os.getpid() % 1000), str(STEP2)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env | CPU_ENV, cwd="/")
+    if check and proc.returncode != 0:
+        raise AssertionError(f"step 2 failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]

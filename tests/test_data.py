@@ -1,0 +1,101 @@
+"""Reading, checking and splitting preference rows; every bad input is named by file, line and field."""
+import gzip
+import json
+
+import pytest
+
+from utils.data import load_pairs, read_source
+from utils.errors import UserError
+
+GOOD = {"prompt": "What is 2 plus 2?", "chosen": "It is 4.", "rejected": "It is 7."}
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_reads_jsonl_json_array_and_gzip(tmp_path):
+    rows = [GOOD, GOOD | {"chosen": "Four."}]
+    jsonl = _write(tmp_path / "a.jsonl", [json.dumps(r) for r in rows])
+    array = tmp_path / "b.json"
+    array.write_text(json.dumps(rows))
+    gz = tmp_path / "c.jsonl.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write("\n".join(json.dumps(r) for r in rows))
+    for spec in (jsonl, str(array), str(gz)):
+        assert read_source(spec) == (rows, None)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="data file not found: .*nope.jsonl"):
+        read_source(str(tmp_path / "nope.jsonl"))
+
+
+def test_unknown_source():
+    with pytest.raises(UserError, match="unknown data source 'data.txt'"):
+        read_source("data.txt")
+
+
+def test_malformed_line_is_named(tmp_path):
+    path = _write(tmp_path / "bad.jsonl", [json.dumps(GOOD), '{"prompt": "x", "chosen": ', json.dumps(GOOD)])
+    with pytest.raises(UserError, match=r"bad.jsonl:2: invalid JSON"):
+        read_source(path)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": "p", "chosen": "c"}, r":1: field 'rejected' is missing"),
+    ({"prompt": "p", "chosen": "  ", "rejected": "r"}, r":1: field 'chosen' is empty"),
+    ({"prompt": "p", "chosen": 3, "rejected": "r"}, r":1: field 'chosen' must be a string, got int"),
+    (["p", "c", "r"], r":1: expected a JSON object"),
+])
+def test_bad_fields_are_named(tmp_path, row, message):
+    path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
+    with pytest.raises(UserError, match=message):
+        read_source(path)
+
+
+def test_non_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"prompt": "caf\xe9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(UserError, match=r"latin1.jsonl:2: not valid UTF-8"):
+        read_source(str(path))
+
+
+def test_identical_pairs_are_skipped_and_counted(tmp_path):
+    rows = [GOOD] * 8 + [GOOD | {"rejected": GOOD["chosen"]}] * 2
+    train, evals, report = load_pairs([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
+                                      [_write(tmp_path / "e.jsonl", [json.dumps(GOOD)])], "0,1,0", 1, 0.1, 0)
+    assert len(train) == 8 and report.identical_pairs_skipped == 2
+    assert any("skipped 2 pairs" in line for line in report.lines())
+
+
+def test_empty_after_filtering_is_an_error(tmp_path):
+    same = GOOD | {"rejected": GOOD["chosen"]}
+    path = _write(tmp_path / "same.jsonl", [json.dumps(same)] * 4)
+    with pytest.raises(UserError, match="no training pairs left"):
+        load_pairs([path], [path], "0,1,0", 1, 0.1, 0)
+
+
+def test_data_split_shares_are_disjoint_and_seeded(tmp_path):
+    rows = [GOOD | {"prompt": f"q{i}"} for i in range(100)]
+    path = _write(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
+    shares = [load_pairs([path], None, "2,4,4", phase, 0.1, 3)[0] for phase in range(3)]
+    evals = load_pairs([path], None, "2,4,4", 1, 0.1, 3)[1]
+    prompts = [{r["prompt"] for r in share} for share in shares]
+    assert [len(p) for p in prompts] == [18, 36, 36]  # 90 rows after a 10% eval hold-out
+    assert not (prompts[0] & prompts[1] or prompts[1] & prompts[2] or prompts[0] & prompts[2])
+    assert not {r["prompt"] for r in evals} & set().union(*prompts)
+    assert load_pairs([path], None, "2,4,4", 1, 0.1, 3)[0] == shares[1]
+
+
+def test_bad_data_split(tmp_path):
+    path = _write(tmp_path / "x.jsonl", [json.dumps(GOOD)] * 3)
+    with pytest.raises(UserError, match="positive sum"):
+        load_pairs([path], None, "0,0,0", 1, 0.1, 0)
+
+
+def test_synthetic_has_held_out_split_without_overlap():
+    train, test = read_source("synthetic:500")
+    assert len(train) == 500 and test
+    assert not {tuple(r.values()) for r in train} & {tuple(r.values()) for r in test}

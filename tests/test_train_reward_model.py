@@ -1,0 +1,102 @@
+"""Step 2 end to end on CPU: train, export, and reload through transformers exactly as users will."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from conftest import read_metrics, run_step2
+from utils.data import read_source
+from utils.encoding import collate_pairs, encode_pairs
+from utils.formatting import format_text
+from utils.metrics import pair_metrics
+from utils.model import load_tokenizer
+from utils.reward_model import RewardModel
+from utils.reward_training import RewardObjective
+
+
+def _train(model_dir, pair_files, out, *extra):
+    train, evals = pair_files
+    run_step2(["--model_name_or_path", model_dir, "--data_path", train, "--eval_data_path", evals,
+               "--per_device_train_batch_size", 8, "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
+               "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", out, *extra])
+    return out
+
+
+def _pipeline_scores(out, rows, template="dschat"):
+    pipe = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
+    texts = [format_text(r["prompt"], r[k], template) for k in ("chosen", "rejected") for r in rows]
+    scores = torch.tensor([o["score"] for o in pipe(texts, batch_size=7)], dtype=torch.float64)
+    return scores.chunk(2)
+
+
+@pytest.mark.parametrize("family, score_token, zero_stage, loss", [
+    ("opt", "end", 0, "bt"),
+    ("opt", "first_pad", 1, "dschat"),
+    ("llama", "end", 2, "bt"),
+    ("llama", "first_pad", 3, "bt"),
+    ("opt", "end", 3, "dschat"),
+])
+def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path, family, score_token, zero_stage,
+                                                  loss):
+    model_dir = request.getfixturevalue(f"{family}_dir")
+    out = _train(model_dir, pair_files, tmp_path / "rm", "--score_token", score_token, "--zero_stage", zero_stage,
+                 "--loss", loss, "--num_train_epochs", 1, "--eval_iters", 1000)
+
+    # The directory is a plain transformers reward model.
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["id2label"]) == 1 and config["pad_token_id"] is not None
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+
+    # The pipeline reproduces the trainer's own final evaluation (ZeRO-3: the export gathered the real weights).
+    final = json.loads((out / "eval_results.json").read_text())
+    eval_rows = read_source(str(pair_files[1]))[0]
+    chosen, rejected = _pipeline_scores(out, eval_rows)
+    again = pair_metrics(chosen, rejected)
+    for key in ("accuracy", "chosen_mean", "rejected_mean", "margin_mean", "loss"):
+        assert again[key] == pytest.approx(final[key], abs=1e-4), key
+    assert final["pairs"] == len(eval_rows)
+
+    # Score by score: the trainer's scoring code on padded batches equals the pipeline's.
+    tokenizer = load_tokenizer(str(out), score_token, append_eos=True)
+    pairs, _ = encode_pairs(eval_rows, tokenizer, "dschat", 96, "truncate")
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    objective = RewardObjective(score_token, tokenizer.pad_token_id, 1 if family == "opt" else 0)
+    with torch.no_grad():
+        values, positions = objective.scores(RewardModel(model.eval()), batch)
+    ours = values.gather(1, positions[:, None]).squeeze(1).double()
+    assert torch.allclose(ours, torch.cat([chosen, rejected]), atol=1e-4)
+
+
+def test_training_learns_and_logs(opt_dir, pair_files, tmp_path):
+    out = _train(opt_dir, pair_files, tmp_path / "rm", "--data_split", "0,1,0", "--num_train_epochs", 3,
+                 "--eval_interval", 16,
+                 "--enable_tensorboard", "--tensorboard_path", tmp_path / "tb")
+    metrics = read_metrics(out)
+    evals = [m for m in metrics if m["split"] == "eval"]
+    assert [m["step"] for m in evals] == [0, 16, 32, 48, 64, 80, 96]
+    assert evals[-1]["accuracy"] > evals[0]["accuracy"] + 0.2
+    assert sum(m["split"] == "train" for m in metrics) == 96
+    assert list((tmp_path / "tb").iterdir())
+
+
+def _loss_at(out, step):
+    return next(m["loss"] for m in read_metrics(out) if m["split"] == "train" and m["step"] == step)
+
+
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_two_processes_match_one_with_the_same_global_batch(opt_dir, pair_files, tmp_path, zero_stage):
+    common = ["--num_train_epochs", 1, "--eval_iters", 1000, "--zero_stage", zero_stage]
+    one = _train(opt_dir, pair_files, tmp_path / "one", *common, "--per_device_train_batch_size", 8)
+    train, evals = pair_files
+    two = tmp_path / "two"
+    run_step2(["--model_name_or_path", opt_dir, "--data_path", train, "--eval_data_path", evals,
+               "--per_device_train_batch_size", 4, "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
+               "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", two, *common], nproc=2)
+    assert _loss_at(two, 10) == pytest.approx(_loss_at(one, 10), abs=1e-3)
+    one_final = json.loads((one / "eval_results.json").read_text())
+    two_final = json.loads((two / "eval_results.json").read_text())
+    assert two_final["pairs"] == one_final["pairs"]
+    assert two_final["loss"] == pytest.approx(one_final["loss"], abs=1e-3)

@@ -1,0 +1,90 @@
+"""Command-line flags, with DeepSpeed-Chat's names and meanings, shared by every step."""
+from __future__ import annotations
+
+import argparse
+
+import deepspeed
+from transformers import SchedulerType
+
+from utils.data import SOURCES_HELP
+from utils.formatting import TEMPLATES
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_path", nargs="*", default=["synthetic"], help=SOURCES_HELP)
+    data.add_argument("--data_split", default="2,4,4",
+                      help="DeepSpeed-Chat's phase split of each source's train rows: step 1 takes the first share, "
+                           "step 2 the second. Default: %(default)s")
+    data.add_argument("--eval_data_path", nargs="*", default=None,
+                      help="Explicit eval sources. Without them a source's own test split is used, or, for a source "
+                           "without one, a seeded --eval_fraction of its rows is held out.")
+    data.add_argument("--eval_fraction", type=float, default=0.1,
+                      help="Share of rows held out for eval from sources without a test split. Default: %(default)s")
+    data.add_argument("--data_output_path", default="/tmp/data_files/",
+                      help="Where prepared data is stored. Default: %(default)s")
+    data.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
+                      help="How prompt and answer become text: " + "; ".join(
+                          f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))
+    data.add_argument("--max_seq_len", type=int, default=512, help="Longest tokenized sequence. Default: %(default)s")
+    data.add_argument("--overlength", choices=["truncate", "drop"], default="truncate",
+                      help="Rows over --max_seq_len: truncate cuts the prompt from the left and keeps the answer and "
+                           "EOS whole; drop skips the row. Both are counted. Default: %(default)s")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", required=True, help="A hub name or a local directory.")
+    model.add_argument("--dropout", type=float, default=None,
+                       help="Set the model's dropout probabilities; default: keep the model's own.")
+    model.add_argument("--gradient_checkpointing", action="store_true")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--per_device_train_batch_size", type=int, default=16)
+    train.add_argument("--per_device_eval_batch_size", type=int, default=16)
+    train.add_argument("--learning_rate", type=float, default=5e-5)
+    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument("--num_train_epochs", type=int, default=1)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--lr_scheduler_type", type=SchedulerType, default="cosine",
+                       choices=list(SchedulerType), metavar="{" + ",".join(s.value for s in SchedulerType) + "}")
+    train.add_argument("--num_warmup_steps", type=int, default=0)
+    train.add_argument("--seed", type=int, default=1234)
+    train.add_argument("--output_dir", required=True, help="Where the exported model and logs go.")
+    train.add_argument("--eval_interval", type=int, default=0,
+                       help="Evaluate every N optimizer steps (0: only before and after training).")
+    train.add_argument("--eval_iters", type=int, default=100, help="At most this many eval batches per evaluation.")
+
+    engine = parser.add_argument_group("DeepSpeed engine")
+    engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")
+    engine.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
+                        help="Training precision. Default: fp16 on GPU (as DeepSpeed-Chat), fp32 on CPU.")
+    engine.add_argument("--zero_stage", type=int, choices=[0, 1, 2, 3], default=0)
+    engine.add_argument("--offload", action="store_true", help="Offload optimizer state (and stage-3 params) to CPU.")
+    engine.add_argument("--compute_fp32_loss", action="store_true",
+                        help="Compute the loss in fp32 when training in fp16/bf16.")
+    engine.add_argument("--enable_tensorboard", action="store_true")
+    engine.add_argument("--tensorboard_path", default="step2_tensorboard")
+    deepspeed.add_config_arguments(parser)
+
+
+def _reward_flags(parser: argparse.ArgumentParser) -> None:
+    reward = parser.add_argument_group("reward model")
+    reward.add_argument("--score_token", choices=["end", "first_pad"], default="end",
+                        help="end: score at each sequence's last attended token (its EOS). first_pad: DeepSpeed-Chat's "
+                             "rule, pad = EOS, score just before the first pad after --num_padding_at_beginning.")
+    reward.add_argument("--num_padding_at_beginning", type=int, default=None,
+                        help="Pad (EOS) ids the tokenizer puts before the text: 1 for OPT, 0 for Llama. Checked "
+                             "against the tokenizer; default: what the tokenizer produces.")
+    reward.add_argument("--loss", choices=["bt", "dschat"], default="bt",
+                        help="bt: -logsigmoid(r_chosen - r_rejected) at the score tokens. dschat: DeepSpeed-Chat's "
+                             "mean over the tokens from the first differing token to the later end.")
+    reward.add_argument("--center_rewards_coefficient", type=float, default=0.0,
+                        help="Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred on 0.")
+
+
+def reward_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Step 2: train a reward model on preference pairs and export it as a Hugging Face "
+                    "sequence-classification model.")
+    _common_flags(parser)
+    _reward_flags(parser)
+    return parser

@@ -1,0 +1,59 @@
+"""What step 2 adds to the shared engine: the pairwise loss on scored tokens, and reward evaluation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from utils.distributed import gather_objects
+from utils.losses import bt_loss, dschat_loss
+from utils.metrics import pair_metrics
+from utils.reward_model import score_positions
+
+
+@dataclass(frozen=True)
+class RewardObjective:
+    score_token: str
+    pad_id: int
+    num_padding_at_beginning: int
+    loss: str = "bt"
+    center_rewards_coefficient: float = 0.0
+    compute_fp32_loss: bool = False
+
+    def scores(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token values of every row, and the score of each row at its scored token."""
+        values = model(batch["input_ids"], batch["attention_mask"])
+        if self.compute_fp32_loss:
+            values = values.float()
+        positions = score_positions(batch["input_ids"], batch["attention_mask"], self.score_token, self.pad_id,
+                                    self.num_padding_at_beginning)
+        return values, positions
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        values, positions = self.scores(model, batch)
+        scores = values.gather(1, positions[:, None]).squeeze(1)
+        chosen, rejected = scores.chunk(2)
+        if self.loss == "bt":
+            loss = bt_loss(chosen, rejected)
+        else:
+            loss = dschat_loss(values, batch["input_ids"], positions)
+        if self.center_rewards_coefficient:
+            loss = loss + self.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+        return loss, {"accuracy": (chosen > rejected).float().mean().item()}
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int) -> dict[str, float]:
+        """Metrics over this rank's eval share, gathered from every rank (at most max_batches batches each)."""
+        chosen, rejected = [], []
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            device = getattr(model, "device", None) or next(model.parameters()).device
+            values, positions = self.scores(model, {k: v.to(device) for k, v in batch.items()})
+            c, r = values.gather(1, positions[:, None]).squeeze(1).float().cpu().chunk(2)
+            chosen.append(c)
+            rejected.append(r)
+        local = (torch.cat(chosen) if chosen else torch.empty(0), torch.cat(rejected) if rejected else torch.empty(0))
+        parts = gather_objects(local)
+        return pair_metrics(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))

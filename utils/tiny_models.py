@@ -1,0 +1,80 @@
+"""Tiny OPT- and Llama-shaped models with tokenizers trained on the fly: the embedded demo and test fixtures.
+
+Nothing here downloads: the tokenizer is trained on synthetic text and the weights are random.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+
+from utils.formatting import TEMPLATES, format_text
+from utils.synthetic import generate_pairs
+
+# OPT: BOS and EOS are both </s>, so the BOS counts as DeepSpeed-Chat's one "padding at beginning", and <pad> exists.
+# Llama: BOS <s> differs from EOS </s>, and there is no pad token.
+FAMILIES = {
+    "opt": {"specials": ["<s>", "<pad>", "</s>", "<unk>"], "bos": "</s>", "eos": "</s>", "pad": "<pad>"},
+    "llama": {"specials": ["<unk>", "<s>", "</s>"], "bos": "<s>", "eos": "</s>", "pad": None},
+}
+
+
+def _corpus(n_pairs: int) -> list[str]:
+    rows = generate_pairs(n_pairs, seed=12345)
+    return [format_text(r["prompt"], r[answer], template)
+            for r in rows for answer in ("chosen", "rejected") for template in TEMPLATES]
+
+
+def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 2000) -> PreTrainedTokenizerFast:
+    spec = FAMILIES[family]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=spec["specials"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(corpus_pairs), trainer)
+    bos = spec["bos"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                       special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=spec["eos"],
+                                   pad_token=spec["pad"], unk_token="<unk>")
+
+
+def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64, layers: int = 2, heads: int = 4,
+                     vocab_size: int = 1000, seed: int = 0) -> Path:
+    """Save a random-weight causal LM and its tokenizer to `out_dir`, loadable with from_pretrained."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(family, vocab_size)
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, max_position_embeddings=1024)
+    if family == "opt":
+        model = OPTForCausalLM(OPTConfig(hidden_size=hidden, word_embed_proj_dim=hidden, ffn_dim=4 * hidden,
+                                         num_hidden_layers=layers, num_attention_heads=heads, **ids))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
+                                             num_hidden_layers=layers, num_attention_heads=heads,
+                                             num_key_value_heads=max(1, heads // 2), **ids))
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build a tiny random-weight model and tokenizer for demos and tests.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="opt")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    args = parser.parse_args()
+    path = build_tiny_model(args.out_dir, args.family, args.hidden, args.layers, args.heads)
+    print(f"tiny {args.family} model written to {path}")
+
+
+if __name__ == "__main__":
+    main()
