@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any, Callable
 
@@ -101,7 +102,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
     """Evaluate, train for --num_train_epochs with periodic evals, and return the final evaluation."""
     total = optimizer_steps(loader, args)
     _evaluate(engine, evaluate, log, step=0)
-    bar = tqdm(total=total, desc="train", disable=not dist.is_main(), dynamic_ncols=True)
+    bar = tqdm(total=total, desc="train", disable=not dist.is_main(), dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)  # logs get a line every 30 s, not every step
     window: dict[str, list[float]] = {}
     started = time.perf_counter()
     for epoch in range(args.num_train_epochs):

@@ -69,20 +69,16 @@ _OPPOSITES = _Topic(
      "happy": ("sad", "glad"), "open": ("closed", "wide"), "wet": ("dry", "damp"), "early": ("late", "soon"),
      "tall": ("short", "high"), "full": ("empty", "whole"), "loud": ("quiet", "noisy"), "win": ("lose", "succeed")})
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_WEEK = _Topic(
-    ("What day comes after {k}?", "Which day follows {k}?", "What is the day after {k}?"),
-    ("The day after {k} is {v}.", "{v} comes after {k}.", "It is {v}."),
-    {day: (_DAYS[(i + 1) % 7], _DAYS[i - 1]) for i, day in enumerate(_DAYS)})
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December")
-_YEAR = _Topic(
-    ("What month comes after {k}?", "Which month follows {k}?", "What is the month after {k}?"),
-    ("The month after {k} is {v}.", "{v} comes after {k}.", "It is {v}."),
-    {month: (_MONTHS[(i + 1) % 12], _MONTHS[i - 1]) for i, month in enumerate(_MONTHS)})
-_FACT_TOPICS = (_CAPITALS, _COLORS, _LEGS, _OPPOSITES, _WEEK, _YEAR)
-# The share of wrong facts and sums that are near misses (another capital, a sum off by a little): realistic but
-# too hard for a tiny model; the rest are mistakes it can learn to spot.
-_NEAR_MISS = 0.3
+_CALENDAR = _Topic(
+    ("What comes after {k}?", "What comes right after {k}?", "What follows {k}?"),
+    ("{v} comes after {k}.", "After {k} comes {v}.", "It is {v}."),
+    {name: (names[(i + 1) % len(names)], names[i - 1]) for names in (_DAYS, _MONTHS) for i, name in enumerate(names)})
+_FACT_TOPICS = (_CAPITALS, _COLORS, _LEGS, _OPPOSITES, _CALENDAR)
+# The share of wrong facts and wrong results that are near misses (another capital, a result off by a little):
+# realistic but too hard for a tiny model; the rest are mistakes it can learn to spot.
+_NEAR_MISS = 0.25
 
 # Arithmetic keeps "{a} {op} {b}" in every question so that the operands can be read back from the prompt.
 _OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
@@ -123,7 +119,7 @@ def _wrong_number(rng: random.Random, right: int) -> int:
 
 
 def _arithmetic_question(rng: random.Random) -> _Question:
-    """Like _fact_question, for single-digit sums; minus keeps a >= b so that no answer is negative."""
+    """Like _fact_question, for single-digit operands; minus keeps a >= b so that no answer is negative."""
     op = rng.choice(list(_OPERATIONS))
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     if op == "minus" and a < b:
@@ -141,6 +137,7 @@ def _question(rng: random.Random, topic: _Topic | None) -> _Question:
 
 
 def _row(rng: random.Random, category: str) -> dict[str, str]:
+    """One pair whose rejected answer has the flaw named by `category`."""
     topics: list[_Topic | None] = [*_FACT_TOPICS, None]
     if category == "wrong_fact":
         topic = rng.choice(_FACT_TOPICS)
