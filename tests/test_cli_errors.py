@@ -1,7 +1,6 @@
 """Bad input and configuration stop with one clear line, before any model is loaded."""
 import json
 
-import pytest
 
 from conftest import STEP2, run_step2
 

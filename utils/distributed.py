@@ -76,3 +76,8 @@ def mean_across_ranks(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device())
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

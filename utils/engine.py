@@ -124,7 +124,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             window.clear()
             log.record("train", step, metrics)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", **{k: f"{v:.3f}" for k, v in stats.items()})
+            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()}
+            bar.set_postfix(shown, refresh=False)
             if args.eval_interval and step % args.eval_interval == 0 and step < total:
                 _evaluate(engine, evaluate, log, step)
     bar.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 from transformers import set_seed
 
@@ -57,6 +56,7 @@ def main() -> None:
                  extra_files={"eval_results.json": final, "training_args.json": vars(args) | {
                      "num_padding_at_beginning": num_padding, "lr_scheduler_type": str(args.lr_scheduler_type)}})
     log.close()
+    dist.shutdown()
     log.info(f"reward model exported to {args.output_dir}")
     log.info(f"accuracy={final['accuracy']:.4f}")
 
