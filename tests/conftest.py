@@ -44,13 +44,18 @@ def pair_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_jsonl(base / "train.jsonl", rows[:256]), write_jsonl(base / "eval.jsonl", rows[256:])
 
 
-def run_step2(args: list[str], nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    """Run step 2 as a user would: plain python for one process, the deepspeed launcher for more."""
+def run_step2(args: list[str], nproc: int = 1, launcher: str = "deepspeed",
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run step 2 as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
+    port = str(29500 + os.getpid() % 1000)
     if nproc == 1:
         cmd = [sys.executable, str(STEP2)]
+    elif launcher == "deepspeed":
+        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port,
+               str(STEP2)]
     else:
-        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc),
-               "--master_port", str(29500 + os.getpid() % 1000), str(STEP2)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
+               str(STEP2)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env | CPU_ENV, cwd="/")
     if check and proc.returncode != 0:

@@ -1,8 +1,9 @@
 """Bad input and configuration stop with one clear line, before any model is loaded."""
 import json
+import subprocess
+import sys
 
-
-from conftest import STEP2, run_step2
+from conftest import ROOT, STEP2, run_step2
 
 
 def _fails(args, message):
@@ -38,10 +39,16 @@ def test_missing_model(tmp_path):
 
 
 def test_help_lists_deepspeed_chat_flags():
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, str(STEP2), "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--data_path", "--data_split", "--num_padding_at_beginning", "--zero_stage", "--score_token",
                  "--loss", "--template", "--deepspeed_config", "--compute_fp32_loss", "--eval_interval"):
         assert flag in out
+
+
+def test_rw_eval_errors(tmp_path):
+    base = [sys.executable, str(ROOT / "rw_eval.py"), "--model_name_or_path", str(tmp_path)]
+    unmatched = subprocess.run(base + ["--prompt", "Hi?"], capture_output=True, text=True)
+    assert unmatched.returncode == 2 and "got 1 --prompt and 0 --answer" in unmatched.stderr
+    not_a_model = subprocess.run(base, capture_output=True, text=True)
+    assert not_a_model.returncode == 2 and "cannot load a reward model from" in not_a_model.stderr
+    assert "Traceback" not in not_a_model.stderr

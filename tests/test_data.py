@@ -32,9 +32,26 @@ def test_missing_file(tmp_path):
         read_source(str(tmp_path / "nope.jsonl"))
 
 
-def test_unknown_source():
-    with pytest.raises(UserError, match="unknown data source 'data.txt'"):
-        read_source("data.txt")
+def test_unsupported_file_and_unknown_dataset(tmp_path):
+    (tmp_path / "data.txt").write_text("prompt chosen rejected\n")
+    with pytest.raises(UserError, match="unsupported data file .*data.txt"):
+        read_source(str(tmp_path / "data.txt"))
+    with pytest.raises(UserError, match="cannot load dataset .*no-such-dataset"):
+        read_source(str(tmp_path / "no-such-dataset"))
+
+
+def test_dataset_folder_with_train_and_test_splits(tmp_path):
+    """The `datasets` path that hub names take too, on a local folder (Dahoas/rm-static's layout)."""
+    transcript = GOOD | {"prompt": "\n\nHuman: What is 2 plus 2?\n\nAssistant:", "chosen": " 4."}
+    _write(tmp_path / "train.jsonl", [json.dumps(transcript | {"response": " 4."})] * 3)
+    _write(tmp_path / "test.jsonl", [json.dumps(GOOD)])
+    train, test = read_source(str(tmp_path))
+    assert train == [transcript] * 3 and test == [GOOD]
+    other = tmp_path / "other"
+    other.mkdir()
+    _write(other / "train.jsonl", [json.dumps({"prompt": "p", "answer": "a"})])
+    with pytest.raises(UserError, match=r"\[train\] lacks column\(s\) chosen, rejected; it has prompt, answer"):
+        read_source(str(other))
 
 
 def test_malformed_line_is_named(tmp_path):

@@ -71,3 +71,11 @@ def test_batches_pad_to_their_longest_sequence_only():
     batch = collate_pairs(pairs, pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 2, 3, 0], [1, 5, 0, 0], [1, 4, 0, 0], [1, 6, 7, 8]]
     assert batch["attention_mask"].sum(1).tolist() == [3, 2, 2, 4]
+
+
+def test_templates_wrap_questions_and_keep_transcript_turns():
+    assert format_text("Hi?", "Hello.", "dschat") == " Human: Hi? Assistant: Hello."
+    assert format_text("Hi?", "Hello.", "lmflow") == "###Human: Hi?###Assistant: Hello."
+    transcript = "\n\nHuman: Hi?\n\nAssistant: Hello!\n\nHuman: Bye?\n\nAssistant:"
+    assert format_text(transcript, " Bye.", "dschat") == transcript + " Bye."
+    assert format_text(transcript, " Bye.", "lmflow") == "###Human: Hi?###Assistant: Hello!###Human: Bye?###Assistant: Bye."

@@ -1,11 +1,15 @@
 """Step 2 end to end on CPU: train, export, and reload through transformers exactly as users will."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from conftest import read_metrics, run_step2
+from conftest import CPU_ENV, ROOT, read_metrics, run_step2
 from utils.data import read_source
 from utils.encoding import collate_pairs, encode_pairs
 from utils.formatting import format_text
@@ -81,22 +85,50 @@ def test_training_learns_and_logs(opt_dir, pair_files, tmp_path):
     assert sum(m["split"] == "train" for m in metrics) == 96
     assert list((tmp_path / "tb").iterdir())
 
+    # rw_eval.py scores ad hoc pairs as the pipeline does, and its built-in examples come out as a table.
+    rw_eval = [sys.executable, str(ROOT / "rw_eval.py"), "--model_name_or_path", str(out)]
+    prompt, answers = "What is the capital of France?", ["The capital of France is Paris.", "I'm not sure."]
+    adhoc = subprocess.run(rw_eval + ["--prompt", prompt, "--answer", answers[0], "--prompt", prompt, "--answer",
+                                      answers[1]], capture_output=True, text=True, check=True).stdout.splitlines()
+    printed = [float(line.split()[0]) for line in adhoc[1:]]
+    expected = [row[0] for row in _pipeline_scores(out, [{"prompt": prompt, "chosen": answers[0],
+                                                          "rejected": answers[1]}])]
+    assert printed == pytest.approx([e.item() for e in expected], abs=1e-4)
+    table = subprocess.run(rw_eval, capture_output=True, text=True, check=True).stdout
+    assert "good answer scored higher in" in table and len(table.splitlines()) == 10
+
 
 def _loss_at(out, step):
     return next(m["loss"] for m in read_metrics(out) if m["split"] == "train" and m["step"] == step)
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_two_processes_match_one_with_the_same_global_batch(opt_dir, pair_files, tmp_path, zero_stage):
+@pytest.mark.parametrize("zero_stage, launcher", [(2, "deepspeed"), (3, "torchrun")])
+def test_two_processes_match_one_with_the_same_global_batch(opt_dir, pair_files, tmp_path, zero_stage, launcher):
     common = ["--num_train_epochs", 1, "--eval_iters", 1000, "--zero_stage", zero_stage]
     one = _train(opt_dir, pair_files, tmp_path / "one", *common, "--per_device_train_batch_size", 8)
     train, evals = pair_files
     two = tmp_path / "two"
     run_step2(["--model_name_or_path", opt_dir, "--data_path", train, "--eval_data_path", evals,
                "--per_device_train_batch_size", 4, "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
-               "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", two, *common], nproc=2)
+               "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", two, *common], nproc=2,
+              launcher=launcher)
     assert _loss_at(two, 10) == pytest.approx(_loss_at(one, 10), abs=1e-3)
     one_final = json.loads((one / "eval_results.json").read_text())
     two_final = json.loads((two / "eval_results.json").read_text())
     assert two_final["pairs"] == one_final["pairs"]
     assert two_final["loss"] == pytest.approx(one_final["loss"], abs=1e-3)
+
+
+def test_single_gpu_launcher_trains_with_overrides(opt_dir, pair_files, tmp_path):
+    """The user-facing launcher, pointed at a tiny local model and data, runs for real (on CPU here)."""
+    out = tmp_path / "launcher"
+    venv_bin = str(Path(sys.executable).parent)
+    env = os.environ | CPU_ENV | {"MODEL": str(opt_dir), "DATA": str(pair_files[0]), "OUTPUT": str(out),
+                                  "PATH": venv_bin + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.run(["bash", str(ROOT / "training_scripts/opt/single_gpu/run_350m.sh"), "--eval_data_path",
+                           str(pair_files[1]), "--data_split", "0,1,0", "--per_device_train_batch_size", "8"],
+                          capture_output=True, text=True, env=env, cwd="/")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "accuracy=" in (out / "training.log").read_text()
+    assert json.loads((out / "training_args.json").read_text())["weight_decay"] == 0.1
+    assert (out / "model.safetensors").exists()

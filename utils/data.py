@@ -14,8 +14,8 @@ FIELDS = ("prompt", "chosen", "rejected")
 SYNTHETIC_DEFAULT_SIZE = 4000
 SOURCES_HELP = (
     "Preference sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs, plus a held-out tenth) "
-    "or local .jsonl/.json files (optionally .gz) with prompt, chosen and rejected fields. Several are concatenated. "
-    "Default: synthetic")
+    "local .jsonl/.json files (optionally .gz), or a folder of data files or a Hugging Face dataset, with prompt, "
+    "chosen and rejected fields. Several are concatenated. Default: synthetic")
 
 Row = dict[str, str]
 
@@ -101,7 +101,33 @@ def read_source(spec: str) -> tuple[list[Row], list[Row] | None]:
         if not path.is_file():
             raise UserError(f"data file not found: {path}")
         return _read_json_file(path), None
-    raise UserError(f"unknown data source '{spec}': use 'synthetic' or a local .jsonl/.json(.gz) file")
+    if path.is_file():
+        raise UserError(f"unsupported data file '{spec}': use a .jsonl or .json file (optionally .gz)")
+    return _read_dataset(spec)
+
+
+def _read_dataset(name: str) -> tuple[list[Row], list[Row] | None]:
+    """A local folder of data files or a hub dataset with prompt, chosen and rejected columns, via `datasets`."""
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(name)
+    except Exception as err:  # datasets raises many types here: missing, offline, unreadable
+        raise UserError(f"cannot load dataset '{name}': {err}") from None
+    if "train" not in splits:
+        raise UserError(f"dataset '{name}' has no train split (it has {', '.join(splits)})")
+    out = []
+    for split in ("train", "test"):
+        if split not in splits:
+            out.append(None)
+            continue
+        missing = [f for f in FIELDS if f not in splits[split].column_names]
+        if missing:
+            raise UserError(f"dataset '{name}' [{split}] lacks column(s) {', '.join(missing)}; it has "
+                            f"{', '.join(splits[split].column_names)}")
+        rows = splits[split].select_columns(list(FIELDS)).to_list()
+        out.append([_check_row(row, f"{name} [{split}] row {i}") for i, row in enumerate(rows)])
+    return out[0], out[1]
 
 
 def _phase_share(rows: list[Row], data_split: str, phase: int, seed: int) -> list[Row]:

@@ -39,5 +39,5 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         model.save_pretrained(out, state_dict=state)
         tokenizer.save_pretrained(out)
         for name, content in (extra_files or {}).items():
-            (out / name).write_text(json.dumps(content, indent=2) + "\n")
+            (out / name).write_text(json.dumps(content, indent=2, default=str) + "\n")
     barrier()

@@ -24,8 +24,17 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+TRANSCRIPT_MARKERS = {"dschat": ("\n\nHuman:", "\n\nAssistant:"), "lmflow": ("###Human:", "###Assistant:")}
+
+
 def format_prompt(prompt: str, template: str) -> str:
-    return TEMPLATES[template].prompt(prompt)
+    """A plain question is wrapped; an Anthropic-style transcript ("\n\nHuman: ...\n\nAssistant:", as in
+    Dahoas/rm-static) already holds its turns, so it keeps them, rewritten to the template's markers."""
+    if TRANSCRIPT_MARKERS["dschat"][0] not in prompt:
+        return TEMPLATES[template].prompt(prompt)
+    for old, new in zip(TRANSCRIPT_MARKERS["dschat"], TRANSCRIPT_MARKERS[template]):
+        prompt = prompt.replace(old, new)
+    return prompt
 
 
 def format_text(prompt: str, answer: str, template: str) -> str:

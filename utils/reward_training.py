@@ -1,13 +1,15 @@
 """What step 2 adds to the shared engine: the pairwise loss on scored tokens, and reward evaluation."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from utils.distributed import gather_objects
+from utils.distributed import gather_objects, is_main
 from utils.losses import bt_loss, dschat_loss
 from utils.metrics import pair_metrics
 from utils.reward_model import score_positions
@@ -46,7 +48,9 @@ class RewardObjective:
     def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int) -> dict[str, float]:
         """Metrics over this rank's eval share, gathered from every rank (at most max_batches batches each)."""
         chosen, rejected = [], []
-        for i, batch in enumerate(loader):
+        batches = tqdm(loader, total=min(len(loader), max_batches), desc="eval", leave=False,
+                       disable=not is_main() or not sys.stderr.isatty())
+        for i, batch in enumerate(batches):
             if i >= max_batches:
                 break
             device = getattr(model, "device", None) or next(model.parameters()).device

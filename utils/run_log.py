@@ -18,6 +18,7 @@ class RunLog:
         self.board = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")  # a new run starts a new log
             if tensorboard_dir is not None:
                 from torch.utils.tensorboard import SummaryWriter
 

@@ -43,7 +43,7 @@ def main() -> None:
 
     collate = functools.partial(collate_pairs, pad_id=tokenizer.pad_token_id)
     loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed)
-    zero3 = zero3_loading(ds_config)  # noqa: F841  (kept alive for from_pretrained under ZeRO-3)
+    zero3_config = zero3_loading(ds_config)  # lets from_pretrained load ZeRO-3 partitions; alive until export
     model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing)
     engine = build_engine(RewardModel(model), args, ds_config, optimizer_steps(loader, args))
 
@@ -53,8 +53,9 @@ def main() -> None:
     final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters), log)
 
     export_model(model, tokenizer, args.output_dir, args.zero_stage,
-                 extra_files={"eval_results.json": final, "training_args.json": vars(args) | {
-                     "num_padding_at_beginning": num_padding, "lr_scheduler_type": str(args.lr_scheduler_type)}})
+                 extra_files={"eval_results.json": final,
+                              "training_args.json": vars(args) | {"num_padding_at_beginning": num_padding}})
+    del zero3_config
     log.close()
     dist.shutdown()
     log.info(f"reward model exported to {args.output_dir}")
