@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 from torch import nn
@@ -24,18 +25,18 @@ class RewardObjective:
     center_rewards_coefficient: float = 0.0
     compute_fp32_loss: bool = False
 
-    def scores(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token values of every row, and the score of each row at its scored token."""
+    def scores(self, model: nn.Module, batch: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token values of every row, each row's scored position, and its score there."""
         values = model(batch["input_ids"], batch["attention_mask"])
         if self.compute_fp32_loss:
             values = values.float()
         positions = score_positions(batch["input_ids"], batch["attention_mask"], self.score_token, self.pad_id,
                                     self.num_padding_at_beginning)
-        return values, positions
+        return values, positions, values.gather(1, positions[:, None]).squeeze(1)
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        values, positions = self.scores(model, batch)
-        scores = values.gather(1, positions[:, None]).squeeze(1)
+        values, positions, scores = self.scores(model, batch)
         chosen, rejected = scores.chunk(2)
         if self.loss == "bt":
             loss = bt_loss(chosen, rejected)
@@ -48,14 +49,10 @@ class RewardObjective:
     def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int) -> dict[str, float]:
         """Metrics over this rank's eval share, gathered from every rank (at most max_batches batches each)."""
         chosen, rejected = [], []
-        batches = tqdm(loader, total=min(len(loader), max_batches), desc="eval", leave=False,
-                       disable=not is_main() or not sys.stderr.isatty())
-        for i, batch in enumerate(batches):
-            if i >= max_batches:
-                break
-            device = getattr(model, "device", None) or next(model.parameters()).device
-            values, positions = self.scores(model, {k: v.to(device) for k, v in batch.items()})
-            c, r = values.gather(1, positions[:, None]).squeeze(1).float().cpu().chunk(2)
+        device = getattr(model, "device", None) or next(model.parameters()).device
+        for batch in tqdm(islice(loader, max_batches), total=min(len(loader), max_batches), desc="eval", leave=False,
+                          disable=not is_main() or not sys.stderr.isatty()):
+            c, r = self.scores(model, {k: v.to(device) for k, v in batch.items()})[2].float().cpu().chunk(2)
             chosen.append(c)
             rejected.append(r)
         local = (torch.cat(chosen) if chosen else torch.empty(0), torch.cat(rejected) if rejected else torch.empty(0))
