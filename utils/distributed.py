@@ -70,12 +70,13 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def mean_across_ranks(value: float) -> float:
+def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks, in one all-reduce (it runs on every optimizer step)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device())
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device())
     dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
+    return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
 def shutdown() -> None:

@@ -119,7 +119,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             if engine.global_steps == before:
                 continue  # still accumulating gradients
             step = engine.global_steps
-            metrics = {k: dist.mean_across_ranks(sum(v) / len(v)) for k, v in window.items()}
+            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()})
             metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started)
             window.clear()
             log.record("train", step, metrics)
