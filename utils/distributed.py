@@ -79,6 +79,15 @@ def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
+def sum_across_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The sum of a tensor over the ranks (a copy; the input is left alone)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""Preference rows to token ids, and batches padded only as far as their longest sequence."""
+"""Rows to token ids (pairs for step 2, texts and labels for step 1), and batches padded only to their longest row."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,14 +10,19 @@ from utils.data import Row
 from utils.formatting import format_prompt, format_text
 
 
+IGNORE = -100  # the label of tokens that do not count in the language-modelling loss
+
+
 @dataclass
 class EncodeReport:
+    unit: str = "pairs"
+    kept: int = 0
     truncated: int = 0
     dropped: int = 0
 
     def lines(self, split: str) -> list[str]:
-        return [f"{split}: {self.truncated} pairs had their prompt cut from the left to fit --max_seq_len, "
-                f"{self.dropped} pairs did not fit and were skipped"] if self.truncated or self.dropped else []
+        return [f"{split}: {self.truncated} {self.unit} had their prompt cut from the left to fit --max_seq_len, "
+                f"{self.dropped} {self.unit} did not fit and were skipped"] if self.truncated or self.dropped else []
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, prompt_text: str, text: str) -> tuple[list[int], int, int]:
@@ -32,38 +37,82 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt_text: str, text: str) -> 
     return ids, prompt_end, lead
 
 
+def _fit(seqs: list[list[int]], prompt_end: int, lead: int, max_seq_len: int, overlength: str,
+         report: EncodeReport) -> list[list[int]] | None:
+    """Sequences that share a prompt, cut to --max_seq_len by removing the same prompt tokens from each, just after
+    the leading special tokens so that answers and EOS stay whole; None (counted) when that cannot or may not be done."""
+    excess = max(len(s) for s in seqs) - max_seq_len
+    if excess <= 0:
+        return seqs
+    if overlength == "drop" or excess > prompt_end - lead:
+        report.dropped += 1
+        return None
+    report.truncated += 1
+    return [s[:lead] + s[lead + excess:] for s in seqs]
+
+
 def encode_pairs(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: str, max_seq_len: int,
                  overlength: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
-    """Token ids of each pair's chosen and rejected texts, each ending in the EOS id.
-
-    Over-long pairs lose the same number of prompt tokens from the left in both texts (after any BOS),
-    so the answers and EOS stay whole; pairs that cannot fit that way are skipped and counted.
-    """
-    report = EncodeReport()
+    """Token ids of each pair's chosen and rejected texts, each ending in the EOS id (the tokenizer appends it)."""
+    report = EncodeReport("pairs")
     out = []
     for row in rows:
         prompt_text = format_prompt(row["prompt"], template)
         chosen, c_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template))
         rejected, r_end, _ = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["rejected"], template))
-        excess = max(len(chosen), len(rejected)) - max_seq_len
-        if excess > 0:
-            if overlength == "drop" or excess > min(c_end, r_end) - lead:
-                report.dropped += 1
-                continue
-            report.truncated += 1
-            chosen = chosen[:lead] + chosen[lead + excess:]
-            rejected = rejected[:lead] + rejected[lead + excess:]
-        out.append({"chosen": chosen, "rejected": rejected})
+        fitted = _fit([chosen, rejected], min(c_end, r_end), lead, max_seq_len, overlength, report)
+        if fitted is not None:
+            out.append(dict(zip(("chosen", "rejected"), fitted)))
+    report.kept = len(out)
     return out, report
+
+
+def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: str, max_seq_len: int | None,
+               overlength: str, train_on_prompt: bool) -> tuple[list[dict[str, list[int]]], EncodeReport]:
+    """Input ids of prompt + chosen answer + EOS id, and labels that hide the prompt unless `train_on_prompt`.
+
+    max_seq_len None keeps every text whole (packing cuts them into blocks later).
+    """
+    report = EncodeReport("texts")
+    out = []
+    for row in rows:
+        prompt_text = format_prompt(row["prompt"], template)
+        ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template))
+        if ids[-1] != tokenizer.eos_token_id:
+            ids = ids + [tokenizer.eos_token_id]
+        labels = list(ids) if train_on_prompt else [IGNORE] * prompt_end + ids[prompt_end:]
+        fitted = [ids, labels] if max_seq_len is None else _fit([ids, labels], prompt_end, lead, max_seq_len,
+                                                                overlength, report)
+        if fitted is not None:
+            out.append(dict(zip(("input_ids", "labels"), fitted)))
+    report.kept = len(out)
+    return out, report
+
+
+def pack_blocks(examples: list[dict[str, list[int]]], block_size: int) -> list[dict[str, list[int]]]:
+    """Concatenate the texts and cut them into block_size pieces (LMFlow's grouping); each token keeps its own
+    label, so masked prompts stay masked. The last, shorter block is kept: no text is lost."""
+    ids = [t for ex in examples for t in ex["input_ids"]]
+    labels = [t for ex in examples for t in ex["labels"]]
+    return [{"input_ids": ids[i:i + block_size], "labels": labels[i:i + block_size]}
+            for i in range(0, len(ids), block_size)]
+
+
+def _right_pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        out[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
 
 
 def collate_pairs(pairs: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Chosen rows then rejected rows, right-padded to the longest of them: one forward pass for both."""
     seqs = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        input_ids[i, :len(seq)] = torch.tensor(seq)
-        attention_mask[i, :len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": _right_pad(seqs, pad_id), "attention_mask": _right_pad([[1] * len(s) for s in seqs], 0)}
+
+
+def collate_sft(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded to the longest text of the batch; padding is masked from attention and from the labels."""
+    seqs = [ex["input_ids"] for ex in examples]
+    return {"input_ids": _right_pad(seqs, pad_id), "attention_mask": _right_pad([[1] * len(s) for s in seqs], 0),
+            "labels": _right_pad([ex["labels"] for ex in examples], IGNORE)}

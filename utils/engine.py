@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Callable, Iterator
 
 import deepspeed
 import torch
@@ -45,6 +46,14 @@ def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int) -
 def eval_loader(dataset: list, batch_size: int, collate: Callable) -> DataLoader:
     """A disjoint, unpadded share per rank, so gathered metrics count every eval row exactly once."""
     return DataLoader(dataset[dist.rank()::dist.world_size()], batch_size=batch_size, collate_fn=collate)
+
+
+def eval_batches(model: nn.Module, loader: DataLoader, max_batches: int) -> Iterator[Batch]:
+    """At most max_batches batches on the model's device, with a progress bar on an interactive rank 0."""
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    for batch in tqdm(islice(loader, max_batches), total=min(len(loader), max_batches), desc="eval", leave=False,
+                      disable=not dist.is_main() or not sys.stderr.isatty()):
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -123,6 +132,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started)
             window.clear()
             log.record("train", step, metrics)
+            if args.print_loss:
+                log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
             bar.update(1)
             shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()}
             bar.set_postfix(shown, refresh=False)

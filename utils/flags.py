@@ -10,7 +10,7 @@ from utils.data import SOURCES_HELP
 from utils.formatting import TEMPLATES
 
 
-def _common_flags(parser: argparse.ArgumentParser) -> None:
+def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--data_path", nargs="*", default=["synthetic"], help=SOURCES_HELP)
     data.add_argument("--data_split", default="2,4,4",
@@ -27,6 +27,9 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
                       help="How prompt and answer become text: " + "; ".join(
                           f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))
+    data.add_argument("--add_eot_token", action="store_true",
+                      help="Make --eot_token one special token and the EOS that ends every text (DeepSpeed-Chat).")
+    data.add_argument("--eot_token", default="<|endoftext|>", help="Default: %(default)s")
     data.add_argument("--max_seq_len", type=int, default=512, help="Longest tokenized sequence. Default: %(default)s")
     data.add_argument("--overlength", choices=["truncate", "drop"], default="truncate",
                       help="Rows over --max_seq_len: truncate cuts the prompt from the left and keeps the answer and "
@@ -53,6 +56,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--eval_interval", type=int, default=0,
                        help="Evaluate every N optimizer steps (0: only before and after training).")
     train.add_argument("--eval_iters", type=int, default=100, help="At most this many eval batches per evaluation.")
+    train.add_argument("--print_loss", action="store_true", help="Print the loss of every optimizer step.")
 
     engine = parser.add_argument_group("DeepSpeed engine")
     engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")
@@ -63,8 +67,20 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--compute_fp32_loss", action="store_true",
                         help="Compute the loss in fp32 when training in fp16/bf16.")
     engine.add_argument("--enable_tensorboard", action="store_true")
-    engine.add_argument("--tensorboard_path", default="step2_tensorboard")
+    engine.add_argument("--tensorboard_path", default=f"step{step}_tensorboard")
     deepspeed.add_config_arguments(parser)
+
+
+def _sft_flags(parser: argparse.ArgumentParser) -> None:
+    sft = parser.add_argument_group("supervised fine-tuning")
+    sft.add_argument("--sft_only_data_path", nargs="*", default=[],
+                     help="Sources used only by step 1, all of their train rows (no --data_split share); rows need "
+                          "prompt and chosen fields.")
+    sft.add_argument("--train_on_prompt", action="store_true",
+                     help="Count the prompt tokens in the loss too (DeepSpeed-Chat does); default: answer and EOS only.")
+    sft.add_argument("--packing", action="store_true",
+                     help="Concatenate the training texts and cut them into --max_seq_len blocks (LMFlow's recipe). "
+                          "Attention then crosses the borders between texts.")
 
 
 def _reward_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,10 +98,18 @@ def _reward_flags(parser: argparse.ArgumentParser) -> None:
                         help="Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred on 0.")
 
 
+def sft_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.")
+    _common_flags(parser, step=1)
+    _sft_flags(parser)
+    return parser
+
+
 def reward_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Step 2: train a reward model on preference pairs and export it as a Hugging Face "
                     "sequence-classification model.")
-    _common_flags(parser)
+    _common_flags(parser, step=2)
     _reward_flags(parser)
     return parser

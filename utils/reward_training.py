@@ -1,16 +1,14 @@
 """What step 2 adds to the shared engine: the pairwise loss on scored tokens, and reward evaluation."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from itertools import islice
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from utils.distributed import gather_objects, is_main
+from utils.distributed import gather_objects
+from utils.engine import eval_batches
 from utils.losses import bt_loss, dschat_loss
 from utils.metrics import pair_metrics
 from utils.reward_model import score_positions
@@ -49,10 +47,8 @@ class RewardObjective:
     def evaluate(self, model: nn.Module, loader: DataLoader, max_batches: int) -> dict[str, float]:
         """Metrics over this rank's eval share, gathered from every rank (at most max_batches batches each)."""
         chosen, rejected = [], []
-        device = getattr(model, "device", None) or next(model.parameters()).device
-        for batch in tqdm(islice(loader, max_batches), total=min(len(loader), max_batches), desc="eval", leave=False,
-                          disable=not is_main() or not sys.stderr.isatty()):
-            c, r = self.scores(model, {k: v.to(device) for k, v in batch.items()})[2].float().cpu().chunk(2)
+        for batch in eval_batches(model, loader, max_batches):
+            c, r = self.scores(model, batch)[2].float().cpu().chunk(2)
             chosen.append(c)
             rejected.append(r)
         local = (torch.cat(chosen) if chosen else torch.empty(0), torch.cat(rejected) if rejected else torch.empty(0))

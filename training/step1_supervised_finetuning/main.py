@@ -1,0 +1,50 @@
+"""Step 1: supervised fine-tuning on prompts and chosen answers; export it as a Hugging Face causal LM."""
+from __future__ import annotations
+
+import functools
+
+from utils.data import SFT_FIELDS, load_rows
+from utils.encoding import collate_sft, encode_sft, pack_blocks
+from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
+from utils.errors import exit_on_user_error
+from utils.flags import sft_parser
+from utils.model import load_causal_lm, load_tokenizer
+from utils.run import start_run
+from utils.sft_training import SFTObjective
+
+
+@exit_on_user_error
+def main() -> None:
+    args = sft_parser().parse_args()
+    run = start_run(args)
+
+    # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.
+    tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
+                               eot_token=args.eot_token if args.add_eot_token else None)
+    train_rows, eval_rows, report = load_rows(args.data_path, args.eval_data_path, args.data_split, 0,
+                                              args.eval_fraction, args.seed, SFT_FIELDS, args.sft_only_data_path)
+    encode = functools.partial(encode_sft, tokenizer=tokenizer, template=args.template, overlength=args.overlength,
+                               train_on_prompt=args.train_on_prompt)
+    train_texts, train_report = encode(train_rows, max_seq_len=None if args.packing else args.max_seq_len)
+    eval_texts, eval_report = encode(eval_rows, max_seq_len=args.max_seq_len)  # unpacked: comparable perplexity
+    run.report_data(report, train_report, eval_report)
+    if args.packing:
+        train_texts = pack_blocks(train_texts, args.max_seq_len)
+        run.log.info(f"packed {train_report.kept} training texts into {len(train_texts)} blocks of up to "
+                     f"{args.max_seq_len} tokens")
+
+    collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id)
+    loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed)
+    model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing)
+    engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))
+
+    objective = SFTObjective(args.compute_fp32_loss)
+    evals = eval_loader(eval_texts, args.per_device_eval_batch_size, collate)
+    final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters), run.log)
+    run.finish(model, tokenizer, final)
+    run.log.info(f"causal LM exported to {args.output_dir}")
+    run.log.info(f"perplexity={final['perplexity']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
