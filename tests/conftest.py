@@ -1,6 +1,7 @@
 """Fixtures built on the fly: tiny models and tokenizers, preference files, and a way to run the entrypoints."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from utils.synthetic import generate_pairs
 from utils.tiny_models import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
+STEP1 = ROOT / "training" / "step1_supervised_finetuning" / "main.py"
 STEP2 = ROOT / "training" / "step2_reward_model_finetuning" / "main.py"
 CPU_ENV = {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore"}
@@ -44,23 +46,27 @@ def pair_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_jsonl(base / "train.jsonl", rows[:256]), write_jsonl(base / "eval.jsonl", rows[256:])
 
 
-def run_step2(args: list[str], nproc: int = 1, launcher: str = "deepspeed",
-              check: bool = True) -> subprocess.CompletedProcess:
-    """Run step 2 as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
+def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed",
+             check: bool = True) -> subprocess.CompletedProcess:
+    """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
     port = str(29500 + os.getpid() % 1000)
     if nproc == 1:
-        cmd = [sys.executable, str(STEP2)]
+        cmd = [sys.executable, str(script)]
     elif launcher == "deepspeed":
         cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port,
-               str(STEP2)]
+               str(script)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
-               str(STEP2)]
+               str(script)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env | CPU_ENV, cwd="/")
     if check and proc.returncode != 0:
-        raise AssertionError(f"step 2 failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(f"{script.parent.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+run_step1 = functools.partial(run_step, STEP1)
+run_step2 = functools.partial(run_step, STEP2)
 
 
 def read_metrics(output_dir: Path) -> list[dict]:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from utils.data import load_pairs, read_source
+from utils.data import load_rows, read_source
 from utils.errors import UserError
 
 GOOD = {"prompt": "What is 2 plus 2?", "chosen": "It is 4.", "rejected": "It is 7."}
@@ -81,7 +81,7 @@ def test_non_utf8_is_named(tmp_path):
 
 def test_identical_pairs_are_skipped_and_counted(tmp_path):
     rows = [GOOD] * 8 + [GOOD | {"rejected": GOOD["chosen"]}] * 2
-    train, evals, report = load_pairs([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
+    train, evals, report = load_rows([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
                                       [_write(tmp_path / "e.jsonl", [json.dumps(GOOD)])], "0,1,0", 1, 0.1, 0)
     assert len(train) == 8 and report.identical_pairs_skipped == 2
     assert any("skipped 2 pairs" in line for line in report.lines())
@@ -90,26 +90,26 @@ def test_identical_pairs_are_skipped_and_counted(tmp_path):
 def test_empty_after_filtering_is_an_error(tmp_path):
     same = GOOD | {"rejected": GOOD["chosen"]}
     path = _write(tmp_path / "same.jsonl", [json.dumps(same)] * 4)
-    with pytest.raises(UserError, match="no training pairs left"):
-        load_pairs([path], [path], "0,1,0", 1, 0.1, 0)
+    with pytest.raises(UserError, match="no training rows left"):
+        load_rows([path], [path], "0,1,0", 1, 0.1, 0)
 
 
 def test_data_split_shares_are_disjoint_and_seeded(tmp_path):
     rows = [GOOD | {"prompt": f"q{i}"} for i in range(100)]
     path = _write(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
-    shares = [load_pairs([path], None, "2,4,4", phase, 0.1, 3)[0] for phase in range(3)]
-    evals = load_pairs([path], None, "2,4,4", 1, 0.1, 3)[1]
+    shares = [load_rows([path], None, "2,4,4", phase, 0.1, 3)[0] for phase in range(3)]
+    evals = load_rows([path], None, "2,4,4", 1, 0.1, 3)[1]
     prompts = [{r["prompt"] for r in share} for share in shares]
     assert [len(p) for p in prompts] == [18, 36, 36]  # 90 rows after a 10% eval hold-out
     assert not (prompts[0] & prompts[1] or prompts[1] & prompts[2] or prompts[0] & prompts[2])
     assert not {r["prompt"] for r in evals} & set().union(*prompts)
-    assert load_pairs([path], None, "2,4,4", 1, 0.1, 3)[0] == shares[1]
+    assert load_rows([path], None, "2,4,4", 1, 0.1, 3)[0] == shares[1]
 
 
 def test_bad_data_split(tmp_path):
     path = _write(tmp_path / "x.jsonl", [json.dumps(GOOD)] * 3)
     with pytest.raises(UserError, match="positive sum"):
-        load_pairs([path], None, "0,0,0", 1, 0.1, 0)
+        load_rows([path], None, "0,0,0", 1, 0.1, 0)
 
 
 def test_synthetic_has_held_out_split_without_overlap():

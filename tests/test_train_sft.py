@@ -1,0 +1,127 @@
+"""Step 1 end to end on CPU: train, export as a causal LM, generate, compare, and feed step 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, pipeline
+
+from conftest import ROOT, STEP1, read_metrics, run_step1, run_step2
+from utils.data import SFT_FIELDS, read_source
+from utils.encoding import collate_sft, encode_sft
+from utils.engine import eval_loader
+from utils.model import load_reward_model, load_tokenizer
+from utils.sft_training import SFTObjective
+
+PROMPT_EVAL = ROOT / "training" / "step1_supervised_finetuning" / "prompt_eval.py"
+
+
+def _sft(model_dir, pair_files, out, *extra, nproc=1):
+    train, evals = pair_files
+    run_step1(["--model_name_or_path", model_dir, "--data_path", train, "--eval_data_path", evals,
+               "--data_split", "1,0,0", "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
+               "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", out, *extra],
+              nproc=nproc)
+    return out
+
+
+def _perplexity(model_dir, eval_file, train_on_prompt):
+    """The eval perplexity recomputed from an exported directory, as a user would load it."""
+    tokenizer = load_tokenizer(str(model_dir), "end", append_eos=False)
+    rows = read_source(str(eval_file), SFT_FIELDS)[0]
+    texts, _ = encode_sft(rows, tokenizer, "dschat", 96, "truncate", train_on_prompt)
+    loader = eval_loader(texts, 16, lambda b: collate_sft(b, tokenizer.pad_token_id))
+    with torch.no_grad():
+        return SFTObjective().evaluate(AutoModelForCausalLM.from_pretrained(model_dir).eval(), loader, 1000)
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("opt", ["--zero_stage", 1, "--per_device_train_batch_size", 8]),
+    ("llama", ["--zero_stage", 3, "--per_device_train_batch_size", 4, "--packing", "--train_on_prompt"]),
+])
+def test_sft_learns_exports_and_generates(request, pair_files, tmp_path, family, extra):
+    model_dir = request.getfixturevalue(f"{family}_dir")
+    out = _sft(model_dir, pair_files, tmp_path / "sft", "--num_train_epochs", 2, "--eval_interval", 10, "--print_loss",
+               *extra)
+    evals = [m for m in read_metrics(out) if m["split"] == "eval"]
+    assert [m["step"] for m in evals[:3]] == [0, 10, 20]
+    assert evals[-1]["perplexity"] < 0.2 * evals[0]["perplexity"]
+    final = json.loads((out / "eval_results.json").read_text())
+    assert final == {k: evals[-1][k] for k in ("loss", "perplexity", "tokens")}
+
+    # The export is a plain causal LM whose eval perplexity is the trainer's (ZeRO-3: gathered weights).
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert _perplexity(out, pair_files[1], "--train_on_prompt" in extra)["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4)
+
+    # It generates through the pipeline, and stops at the EOS id that ended every training text.
+    generator = pipeline("text-generation", model=str(out), device="cpu")
+    assert generator.model.generation_config.eos_token_id == generator.tokenizer.eos_token_id
+    assert generator.model.generation_config.pad_token_id == generator.tokenizer.pad_token_id is not None
+    prompt = " Human: What is the capital of France? Assistant:"
+    text = generator(prompt, max_new_tokens=20, do_sample=False, return_full_text=False)[0]["generated_text"]
+    base = pipeline("text-generation", model=str(model_dir), device="cpu")
+    assert text.strip() and text != base(prompt, max_new_tokens=20, do_sample=False,
+                                         return_full_text=False)[0]["generated_text"]
+
+
+def test_two_processes_zero2_match_one(opt_dir, pair_files, tmp_path):
+    """Loss per labelled token of the whole global batch: the split among processes changes nothing."""
+    common = ["--num_train_epochs", 1, "--zero_stage", 2, "--eval_iters", 1000]
+    one = _sft(opt_dir, pair_files, tmp_path / "one", *common, "--per_device_train_batch_size", 8)
+    two = _sft(opt_dir, pair_files, tmp_path / "two", *common, "--per_device_train_batch_size", 4, nproc=2)
+    losses = [[m["loss"] for m in read_metrics(out) if m["split"] == "train"] for out in (one, two)]
+    assert len(losses[0]) == len(losses[1]) == 32
+    assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+    finals = [json.loads((out / "eval_results.json").read_text()) for out in (one, two)]
+    assert finals[1]["tokens"] == finals[0]["tokens"]
+    assert finals[1]["perplexity"] == pytest.approx(finals[0]["perplexity"], rel=1e-4)
+
+
+def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
+    sft = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8)
+    tokenizer = load_tokenizer(str(sft), "end", append_eos=True)
+    rm = load_reward_model(str(sft), tokenizer, None, False)
+    lm = AutoModelForCausalLM.from_pretrained(sft)
+    for name, value in lm.model.state_dict().items():  # the backbone is the fine-tuned one, not a fresh init
+        assert torch.equal(rm.model.state_dict()[name], value), name
+
+    train, evals = pair_files
+    out = tmp_path / "rm"
+    proc = run_step2(["--model_name_or_path", sft, "--data_path", train, "--eval_data_path", evals,
+                      "--data_split", "0,1,0", "--max_seq_len", 96, "--learning_rate", 3e-3, "--dtype", "fp32",
+                      "--per_device_train_batch_size", 8, "--output_dir", out])
+    assert proc.stdout.strip().splitlines()[-1].startswith("accuracy=")
+    scorer = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
+    assert isinstance(scorer(" Human: Hi? Assistant: Hello.")[0]["score"], float)
+
+
+def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_path):
+    sft = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8, "--num_train_epochs", 2)
+
+    def prompt_eval(name, *extra):
+        cmd = [sys.executable, PROMPT_EVAL, "--model_name_or_path_baseline", opt_dir, "--model_name_or_path_finetune",
+               sft, "--max_new_tokens", 12, "--prompt", "What color is snow?", "--output", tmp_path / name, *extra]
+        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+        return proc.stdout, json.loads((tmp_path / name).read_text())["generations"]
+
+    shown, greedy = prompt_eval("greedy.json")
+    assert "=== What color is snow?" in shown and "baseline" in shown and "fine-tuned" in shown
+    direct = pipeline("text-generation", model=str(sft), device="cpu")(
+        " Human: What color is snow? Assistant:", max_new_tokens=12, do_sample=False, return_full_text=False)
+    assert greedy[0]["finetuned"] == direct[0]["generated_text"] != greedy[0]["baseline"]
+    sampling = ["--do_sample", "--top_k", 5, "--top_p", 0.9, "--temperature", 1.5, "--seed", 3]
+    assert prompt_eval("s1.json", *sampling)[1] == prompt_eval("s2.json", *sampling)[1]  # the seed repeats sampling
+
+
+def test_step1_errors_and_help(opt_dir, tmp_path):
+    bad = tmp_path / "sft_only.jsonl"
+    bad.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello."}) + "\n" + json.dumps({"prompt": "Hi?"}) + "\n")
+    proc = run_step1(["--model_name_or_path", opt_dir, "--sft_only_data_path", bad, "--output_dir", tmp_path],
+                     check=False)
+    assert proc.returncode == 2 and f"{bad}:2: field 'chosen' is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = subprocess.run([sys.executable, str(STEP1), "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--data_path", "--data_split", "--sft_only_data_path", "--print_loss", "--add_eot_token",
+                 "--train_on_prompt", "--packing", "--zero_stage", "--max_seq_len"):
+        assert flag in out
