@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from utils.encoding import IGNORE, collate_sft, encode_sft, pack_blocks
 from utils.engine import eval_loader
 from utils.formatting import format_prompt, format_text
-from utils.model import load_tokenizer
+from utils.model import load_causal_lm, load_tokenizer
 from utils.sft_training import SFTObjective
 
 ROWS = [{"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris."},
@@ -42,6 +42,17 @@ def test_prompt_tokens_are_masked_and_eos_is_learned(tokenizer):
 def test_train_on_prompt_labels_every_token(tokenizer):
     texts, _ = encode_sft(ROWS, tokenizer, "dschat", 512, "truncate", train_on_prompt=True)
     assert all(t["labels"] == t["input_ids"] for t in texts)
+
+
+def test_add_eot_token_ends_every_text_with_one_new_id(opt_dir):
+    tok = load_tokenizer(str(opt_dir), "end", append_eos=False, eot_token="<|endoftext|>")
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.eos_token_id == eot and tok("Hi<|endoftext|>")["input_ids"][-1] == eot  # one id, not pieces
+    texts, _ = encode_sft(ROWS[:1], tok, "dschat", 512, "truncate", train_on_prompt=False)
+    assert texts[0]["input_ids"][-1] == texts[0]["labels"][-1] == eot
+    model = load_causal_lm(str(opt_dir), tok, None, False)
+    assert model.get_input_embeddings().num_embeddings >= len(tok) > eot
+    assert model.generation_config.eos_token_id == eot  # generation stops where training texts ended
 
 
 def test_overlong_texts_lose_prompt_tokens_but_keep_the_answer(tokenizer):

@@ -19,11 +19,10 @@ PROMPT_EVAL = ROOT / "training" / "step1_supervised_finetuning" / "prompt_eval.p
 
 def _sft(model_dir, pair_files, out, *extra, nproc=1):
     train, evals = pair_files
-    run_step1(["--model_name_or_path", model_dir, "--data_path", train, "--eval_data_path", evals,
+    return out, run_step1(["--model_name_or_path", model_dir, "--data_path", train, "--eval_data_path", evals,
                "--data_split", "1,0,0", "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
                "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--output_dir", out, *extra],
-              nproc=nproc)
-    return out
+              nproc=nproc).stdout
 
 
 def _perplexity(model_dir, eval_file, train_on_prompt):
@@ -42,8 +41,9 @@ def _perplexity(model_dir, eval_file, train_on_prompt):
 ])
 def test_sft_learns_exports_and_generates(request, pair_files, tmp_path, family, extra):
     model_dir = request.getfixturevalue(f"{family}_dir")
-    out = _sft(model_dir, pair_files, tmp_path / "sft", "--num_train_epochs", 2, "--eval_interval", 10, "--print_loss",
-               *extra)
+    out, stdout = _sft(model_dir, pair_files, tmp_path / "sft", "--num_train_epochs", 2, "--eval_interval", 10,
+                       "--print_loss", *extra)
+    assert "epoch 0 step 1: loss" in stdout and stdout.strip().splitlines()[-1].startswith("perplexity=")
     evals = [m for m in read_metrics(out) if m["split"] == "eval"]
     assert [m["step"] for m in evals[:3]] == [0, 10, 20]
     assert evals[-1]["perplexity"] < 0.2 * evals[0]["perplexity"]
@@ -68,8 +68,8 @@ def test_sft_learns_exports_and_generates(request, pair_files, tmp_path, family,
 def test_two_processes_zero2_match_one(opt_dir, pair_files, tmp_path):
     """Loss per labelled token of the whole global batch: the split among processes changes nothing."""
     common = ["--num_train_epochs", 1, "--zero_stage", 2, "--eval_iters", 1000]
-    one = _sft(opt_dir, pair_files, tmp_path / "one", *common, "--per_device_train_batch_size", 8)
-    two = _sft(opt_dir, pair_files, tmp_path / "two", *common, "--per_device_train_batch_size", 4, nproc=2)
+    one, _ = _sft(opt_dir, pair_files, tmp_path / "one", *common, "--per_device_train_batch_size", 8)
+    two, _ = _sft(opt_dir, pair_files, tmp_path / "two", *common, "--per_device_train_batch_size", 4, nproc=2)
     losses = [[m["loss"] for m in read_metrics(out) if m["split"] == "train"] for out in (one, two)]
     assert len(losses[0]) == len(losses[1]) == 32
     assert losses[1] == pytest.approx(losses[0], abs=1e-4)
@@ -79,7 +79,7 @@ def test_two_processes_zero2_match_one(opt_dir, pair_files, tmp_path):
 
 
 def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
-    sft = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8)
+    sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8)
     tokenizer = load_tokenizer(str(sft), "end", append_eos=True)
     rm = load_reward_model(str(sft), tokenizer, None, False)
     lm = AutoModelForCausalLM.from_pretrained(sft)
@@ -97,7 +97,7 @@ def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
 
 
 def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_path):
-    sft = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8, "--num_train_epochs", 2)
+    sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8, "--num_train_epochs", 2)
 
     def prompt_eval(name, *extra):
         cmd = [sys.executable, PROMPT_EVAL, "--model_name_or_path_baseline", opt_dir, "--model_name_or_path_finetune",
