@@ -33,7 +33,8 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data.add_argument("--max_seq_len", type=int, default=512, help="Longest tokenized sequence. Default: %(default)s")
     data.add_argument("--overlength", choices=["truncate", "drop"], default="truncate",
                       help="Rows over --max_seq_len: truncate cuts the prompt from the left and keeps the answer and "
-                           "EOS whole; drop skips the row. Both are counted. Default: %(default)s")
+                           "EOS whole; drop skips the row. Both are counted. Step 1's --packing leaves training texts "
+                           "whole: they continue into the next block. Default: %(default)s")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", required=True, help="A hub name or a local directory.")
