@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from utils.data import load_rows, read_source
+from utils.data import DataSpec, load_rows
+from utils.sources import read_source
 from utils.errors import UserError
 
 GOOD = {"prompt": "What is 2 plus 2?", "chosen": "It is 4.", "rejected": "It is 7."}
@@ -24,7 +25,7 @@ def test_reads_jsonl_json_array_and_gzip(tmp_path):
     with gzip.open(gz, "wt") as handle:
         handle.write("\n".join(json.dumps(r) for r in rows))
     for spec in (jsonl, str(array), str(gz)):
-        assert read_source(spec) == (rows, None)
+        assert read_source(spec) == ({"train": rows}, 0)
 
 
 def test_missing_file(tmp_path):
@@ -45,8 +46,8 @@ def test_dataset_folder_with_train_and_test_splits(tmp_path):
     transcript = GOOD | {"prompt": "\n\nHuman: What is 2 plus 2?\n\nAssistant:", "chosen": " 4."}
     _write(tmp_path / "train.jsonl", [json.dumps(transcript | {"response": " 4."})] * 3)
     _write(tmp_path / "test.jsonl", [json.dumps(GOOD)])
-    train, test = read_source(str(tmp_path))
-    assert train == [transcript] * 3 and test == [GOOD]
+    splits, _ = read_source(str(tmp_path))
+    assert splits == {"train": [transcript] * 3, "test": [GOOD]}
     other = tmp_path / "other"
     other.mkdir()
     _write(other / "train.jsonl", [json.dumps({"prompt": "p", "answer": "a"})])
@@ -64,7 +65,7 @@ def test_malformed_line_is_named(tmp_path):
     ({"prompt": "p", "chosen": "c"}, r":1: field 'rejected' is missing"),
     ({"prompt": "p", "chosen": "  ", "rejected": "r"}, r":1: field 'chosen' is empty"),
     ({"prompt": "p", "chosen": 3, "rejected": "r"}, r":1: field 'chosen' must be a string, got int"),
-    (["p", "c", "r"], r":1: expected a JSON object"),
+    (["p", "c", "r"], r":1: expected an object with fields"),
 ])
 def test_bad_fields_are_named(tmp_path, row, message):
     path = _write(tmp_path / "rows.jsonl", [json.dumps(row)])
@@ -81,8 +82,8 @@ def test_non_utf8_is_named(tmp_path):
 
 def test_identical_pairs_are_skipped_and_counted(tmp_path):
     rows = [GOOD] * 8 + [GOOD | {"rejected": GOOD["chosen"]}] * 2
-    train, evals, report = load_rows([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
-                                      [_write(tmp_path / "e.jsonl", [json.dumps(GOOD)])], "0,1,0", 1, 0.1, 0)
+    train, evals, report = load_rows(DataSpec([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
+                                               [_write(tmp_path / "e.jsonl", [json.dumps(GOOD)])], data_split="0,1,0"))
     assert len(train) == 8 and report.identical_pairs_skipped == 2
     assert any("skipped 2 pairs" in line for line in report.lines())
 
@@ -91,28 +92,29 @@ def test_empty_after_filtering_is_an_error(tmp_path):
     same = GOOD | {"rejected": GOOD["chosen"]}
     path = _write(tmp_path / "same.jsonl", [json.dumps(same)] * 4)
     with pytest.raises(UserError, match="no training rows left"):
-        load_rows([path], [path], "0,1,0", 1, 0.1, 0)
+        load_rows(DataSpec([path], [path], data_split="0,1,0"))
 
 
 def test_data_split_shares_are_disjoint_and_seeded(tmp_path):
     rows = [GOOD | {"prompt": f"q{i}"} for i in range(100)]
     path = _write(tmp_path / "many.jsonl", [json.dumps(r) for r in rows])
-    shares = [load_rows([path], None, "2,4,4", phase, 0.1, 3)[0] for phase in range(3)]
-    evals = load_rows([path], None, "2,4,4", 1, 0.1, 3)[1]
+    shares = [load_rows(DataSpec([path], phase=phase, seed=3))[0] for phase in range(3)]
+    evals = load_rows(DataSpec([path], seed=3))[1]
     prompts = [{r["prompt"] for r in share} for share in shares]
     assert [len(p) for p in prompts] == [18, 36, 36]  # 90 rows after a 10% eval hold-out
     assert not (prompts[0] & prompts[1] or prompts[1] & prompts[2] or prompts[0] & prompts[2])
     assert not {r["prompt"] for r in evals} & set().union(*prompts)
-    assert load_rows([path], None, "2,4,4", 1, 0.1, 3)[0] == shares[1]
+    assert load_rows(DataSpec([path], seed=3))[0] == shares[1]
 
 
 def test_bad_data_split(tmp_path):
     path = _write(tmp_path / "x.jsonl", [json.dumps(GOOD)] * 3)
     with pytest.raises(UserError, match="positive sum"):
-        load_rows([path], None, "0,0,0", 1, 0.1, 0)
+        load_rows(DataSpec([path], data_split="0,0,0"))
 
 
 def test_synthetic_has_held_out_split_without_overlap():
-    train, test = read_source("synthetic:500")
+    splits, _ = read_source("synthetic:500")
+    train, test = splits["train"], splits["test"]
     assert len(train) == 500 and test
     assert not {tuple(r.values()) for r in train} & {tuple(r.values()) for r in test}

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from conftest import CPU_ENV, ROOT, read_metrics, run_step2
-from utils.data import read_source
+from utils.sources import read_source
 from utils.encoding import collate_pairs, encode_pairs
 from utils.formatting import format_text
 from utils.metrics import pair_metrics
@@ -56,7 +56,7 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
 
     # The pipeline reproduces the trainer's own final evaluation (ZeRO-3: the export gathered the real weights).
     final = json.loads((out / "eval_results.json").read_text())
-    eval_rows = read_source(str(pair_files[1]))[0]
+    eval_rows = read_source(str(pair_files[1]))[0]["train"]
     chosen, rejected = _pipeline_scores(out, eval_rows)
     again = pair_metrics(chosen, rejected)
     for key in ("accuracy", "chosen_mean", "rejected_mean", "margin_mean", "loss"):

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, pipeline
 
 from conftest import ROOT, STEP1, read_metrics, run_step1, run_step2
-from utils.data import SFT_FIELDS, read_source
+from utils.sources import SFT_FIELDS, read_source
 from utils.encoding import collate_sft, encode_sft
 from utils.engine import eval_loader
 from utils.model import load_reward_model, load_tokenizer
@@ -28,7 +28,7 @@ def _sft(model_dir, pair_files, out, *extra, nproc=1):
 def _perplexity(model_dir, eval_file, train_on_prompt):
     """The eval perplexity recomputed from an exported directory, as a user would load it."""
     tokenizer = load_tokenizer(str(model_dir), "end", append_eos=False)
-    rows = read_source(str(eval_file), SFT_FIELDS)[0]
+    rows = read_source(str(eval_file), SFT_FIELDS)[0]["train"]
     texts, _ = encode_sft(rows, tokenizer, "dschat", 96, "truncate", train_on_prompt)
     loader = eval_loader(texts, 16, lambda b: collate_sft(b, tokenizer.pad_token_id))
     with torch.no_grad():

@@ -1,134 +1,86 @@
-"""Reading preference pairs from their sources, checking them, and splitting them into train and eval rows."""
+"""Which rows a step trains and evaluates on: split selection, DeepSpeed-Chat's --data_split, held-out eval, blending."""
 from __future__ import annotations
 
-import gzip
+import argparse
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from utils.errors import UserError
-from utils.synthetic import generate_pairs
+from utils.sources import FIELDS, Row, RowChecker, Splits, read_source
 
-FIELDS = ("prompt", "chosen", "rejected")
-SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen answer; a rejected field is ignored
-SYNTHETIC_DEFAULT_SIZE = 4000
-SOURCES_HELP = (
-    "Preference sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs, plus a held-out tenth) "
-    "local .jsonl/.json files (optionally .gz), or a folder of data files or a Hugging Face dataset, with prompt, "
-    "chosen and rejected fields. Several are concatenated. Default: synthetic")
+EVAL_SPLITS = ("test", "validation")  # a source's own eval split, in this order of preference
 
-Row = dict[str, str]
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that decides a step's rows (and so part of the tokenized-data cache key)."""
+
+    data_path: list[str]
+    eval_data_path: list[str] | None = None
+    sft_only_data_path: list[str] = field(default_factory=list)
+    data_split: str = "2,4,4"
+    phase: int = 1
+    eval_fraction: float = 0.1
+    seed: int = 1234
+    fields: tuple[str, ...] = FIELDS
+    train_split: str = "train"
+    eval_split: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    on_bad_row: str = "error"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, phase: int, fields: tuple[str, ...]) -> DataSpec:
+        columns = {name: getattr(args, f"{name}_column") for name in FIELDS if getattr(args, f"{name}_column")}
+        return cls(args.data_path, args.eval_data_path, getattr(args, "sft_only_data_path", []), args.data_split,
+                   phase, args.eval_fraction, args.seed, fields, args.train_split, args.eval_split, columns,
+                   args.on_bad_row)
 
 
 @dataclass
 class DataReport:
     """What happened to the rows, so that nothing is dropped silently."""
 
-    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_read: dict[str, dict[str, int]] = field(default_factory=dict)
+    bad_rows_skipped: int = 0
+    bad_row_examples: list[str] = field(default_factory=list)
+    ties_skipped: int = 0
     identical_pairs_skipped: int = 0
+    eval_rows_also_in_train: int = 0
     train_rows: int = 0
     eval_rows: int = 0
 
     def lines(self) -> list[str]:
-        out = [f"read {n} rows from {name}" for name, n in self.rows_read.items()]
+        out = [f"read {name}: " + ", ".join(f"{split} {n}" for split, n in splits.items())
+               for name, splits in self.rows_read.items()]
+        if self.bad_rows_skipped:
+            out.append(f"skipped {self.bad_rows_skipped} bad rows (--on_bad_row skip), e.g. "
+                       + "; ".join(self.bad_row_examples[:2]))
+        if self.ties_skipped:
+            out.append(f"skipped {self.ties_skipped} ties (equal scores: not a preference)")
         if self.identical_pairs_skipped:
             out.append(f"skipped {self.identical_pairs_skipped} pairs whose chosen and rejected are identical")
+        if self.eval_rows_also_in_train:
+            out.append(f"note: {self.eval_rows_also_in_train} eval rows also occur, word for word, in train rows "
+                       "(duplicates in the source)")
         out.append(f"train rows: {self.train_rows}, eval rows: {self.eval_rows}")
         return out
 
 
-def _check_row(obj: object, where: str, fields: tuple[str, ...]) -> Row:
-    if not isinstance(obj, dict):
-        raise UserError(f"{where}: expected a JSON object with fields {', '.join(fields)}")
-    for name in fields:
-        if name not in obj:
-            raise UserError(f"{where}: field '{name}' is missing")
-        value = obj[name]
-        if not isinstance(value, str):
-            raise UserError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise UserError(f"{where}: field '{name}' is empty")
-    return {name: obj[name] for name in fields}
-
-
-def _decode(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
-def _read_json_file(path: Path, fields: tuple[str, ...]) -> list[Row]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw_lines = handle.read().splitlines()
-    first = next((line.strip() for line in raw_lines if line.strip()), b"")
-    if ".jsonl" not in path.name and first.startswith(b"["):  # one JSON array, rows named by their index
-        try:
-            items = json.loads(_decode(b"\n".join(raw_lines), str(path)))
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
-        return [_check_row(item, f"{path}: item {i}", fields) for i, item in enumerate(items)]
-    rows = []
-    for lineno, raw in enumerate(raw_lines, start=1):
-        where = f"{path}:{lineno}"
-        text = _decode(raw, where).strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
-        rows.append(_check_row(obj, where, fields))
-    return rows
-
-
-def read_source(spec: str, fields: tuple[str, ...] = FIELDS) -> tuple[list[Row], list[Row] | None]:
-    """A source's train rows and its own test rows (None when it has no test split), each with `fields`."""
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        size = SYNTHETIC_DEFAULT_SIZE
-        if ":" in spec:
-            try:
-                size = int(spec.split(":", 1)[1])
-            except ValueError:
-                raise UserError(f"--data_path {spec}: expected synthetic:N with N a number of pairs") from None
-        rows = [{k: row[k] for k in fields} for row in generate_pairs(size + max(1, size // 10), seed=0)]
-        train = rows[:size]
-        seen = {tuple(r.values()) for r in train}
-        return train, [r for r in rows[size:] if tuple(r.values()) not in seen]
-    path = Path(spec)
-    if path.name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-        if not path.is_file():
-            raise UserError(f"data file not found: {path}")
-        return _read_json_file(path, fields), None
-    if path.is_file():
-        raise UserError(f"unsupported data file '{spec}': use a .jsonl or .json file (optionally .gz)")
-    return _read_dataset(spec, fields)
-
-
-def _read_dataset(name: str, fields: tuple[str, ...]) -> tuple[list[Row], list[Row] | None]:
-    """A local folder of data files or a hub dataset with the `fields` columns, via `datasets`."""
-    import datasets
+def _select(splits: Splits, split_spec: str, source: str) -> tuple[list[Row], set[tuple[str, int]]]:
+    """Rows of a Hugging Face split string such as 'train+test[:6275]', and which (split, index) they are."""
+    from datasets import ReadInstruction
 
     try:
-        splits = datasets.load_dataset(name)
-    except Exception as err:  # datasets raises many types here: missing, offline, unreadable
-        raise UserError(f"cannot load dataset '{name}': {err}") from None
-    if "train" not in splits:
-        raise UserError(f"dataset '{name}' has no train split (it has {', '.join(splits)})")
-    out = []
-    for split in ("train", "test"):
-        if split not in splits:
-            out.append(None)
-            continue
-        missing = [f for f in fields if f not in splits[split].column_names]
-        if missing:
-            raise UserError(f"dataset '{name}' [{split}] lacks column(s) {', '.join(missing)}; it has "
-                            f"{', '.join(splits[split].column_names)}")
-        rows = splits[split].select_columns(list(fields)).to_list()
-        out.append([_check_row(row, f"{name} [{split}] row {i}", fields) for i, row in enumerate(rows)])
-    return out[0], out[1]
+        parts = ReadInstruction.from_spec(split_spec).to_absolute({k: len(v) for k, v in splits.items()})
+    except (ValueError, AssertionError) as err:
+        raise UserError(f"{source}: split '{split_spec}': {err} (it has {', '.join(splits)})") from None
+    rows: list[Row] = []
+    taken: set[tuple[str, int]] = set()
+    for part in parts:
+        rows += splits[part.splitname][part.from_:part.to]
+        taken |= {(part.splitname, i) for i in range(part.from_, max(part.from_, part.to))}
+    return rows, taken
 
 
 def _phase_share(rows: list[Row], data_split: str, phase: int, seed: int) -> list[Row]:
@@ -153,41 +105,65 @@ def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], l
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def _train_and_eval(splits: Splits, spec: DataSpec, source: str, with_eval: bool) -> tuple[list[Row], list[Row]]:
+    """A source's train rows and, when it supplies the eval set, its eval rows, which never overlap them."""
+    rows, taken = _select(splits, spec.train_split, source)
+    if not with_eval:
+        return rows, []
+    trained = {split for split, _ in taken}
+    eval_split = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits and s not in trained), None)
+    if eval_split is None:
+        return _hold_out(rows, spec.eval_fraction, spec.seed)
+    evals, eval_taken = _select(splits, eval_split, source)
+    if taken & eval_taken:
+        raise UserError(f"{source}: --train_split {spec.train_split} and --eval_split {eval_split} share "
+                        f"{len(taken & eval_taken)} rows; eval rows must not be trained on")
+    return rows, evals
+
+
 def _drop_identical(rows: list[Row], report: DataReport) -> list[Row]:
     kept = [r for r in rows if r["chosen"] != r.get("rejected")]
     report.identical_pairs_skipped += len(rows) - len(kept)
     return kept
 
 
-def load_rows(data_path: list[str], eval_data_path: list[str] | None, data_split: str, phase: int,
-              eval_fraction: float, seed: int, fields: tuple[str, ...] = FIELDS,
-              sft_only_data_path: list[str] = ()) -> tuple[list[Row], list[Row], DataReport]:
-    """Train and eval rows for one step, with eval never drawn from the train rows.
+def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
+    """Train and eval rows for one step, blended across sources with a seeded shuffle.
 
     --data_path sources give this step its --data_split share; --sft_only_data_path sources (step 1) give all
-    their train rows. Either kind without a test split has a seeded --eval_fraction held out for eval.
+    their train rows. Without --eval_data_path, each source's eval split, or a seeded --eval_fraction of its train
+    rows, is the eval set.
     """
     report = DataReport()
+    checker = RowChecker(spec.on_bad_row, spec.columns)
     train: list[Row] = []
     evals: list[Row] = []
-    sources = [(spec, True) for spec in data_path] + [(spec, False) for spec in sft_only_data_path]
-    for spec, split_by_phase in sources:
-        rows, test = read_source(spec, fields)
-        report.rows_read[spec] = len(rows) + len(test or [])
-        if eval_data_path is None and test is None:
-            rows, test = _hold_out(rows, eval_fraction, seed)
-        train += _phase_share(rows, data_split, phase, seed) if split_by_phase else rows
-        if eval_data_path is None:
-            evals += test
-    for spec in eval_data_path or []:
-        rows, test = read_source(spec, fields)
-        report.rows_read[f"{spec} (eval)"] = len(test if test is not None else rows)
-        evals += test if test is not None else rows
+    sources = [(name, True) for name in spec.data_path] + [(name, False) for name in spec.sft_only_data_path]
+    for name, by_phase in sources:
+        splits, ties = read_source(name, spec.fields, checker)
+        report.rows_read[name] = {split: len(rows) for split, rows in splits.items()}
+        report.ties_skipped += ties
+        rows, held = _train_and_eval(splits, spec, name, with_eval=spec.eval_data_path is None)
+        train += _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
+        evals += held
+    for name in spec.eval_data_path or []:
+        splits, ties = read_source(name, spec.fields, checker)
+        report.rows_read[f"{name} (eval)"] = {split: len(rows) for split, rows in splits.items()}
+        report.ties_skipped += ties
+        chosen = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits), "train")
+        evals += _select(splits, chosen, name)[0]
+    report.bad_rows_skipped, report.bad_row_examples = checker.skipped, checker.examples
     train, evals = _drop_identical(train, report), _drop_identical(evals, report)
     if not train:
-        raise UserError(f"no training rows left from {' '.join(data_path + list(sft_only_data_path))} "
-                        f"(data_split {data_split}, {report.identical_pairs_skipped} identical pairs skipped)")
+        raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.sft_only_data_path))} "
+                        f"(data_split {spec.data_split}, {report.identical_pairs_skipped} identical pairs skipped, "
+                        f"{report.bad_rows_skipped} bad rows skipped)")
     if not evals:
         raise UserError("no eval rows: give --eval_data_path or a positive --eval_fraction")
+    train_keys = {json.dumps(r, sort_keys=True) for r in train}
+    report.eval_rows_also_in_train = sum(json.dumps(r, sort_keys=True) in train_keys for r in evals)
+    rng = random.Random(spec.seed)
+    rng.shuffle(train)
+    rng.shuffle(evals)
     report.train_rows, report.eval_rows = len(train), len(evals)
     return train, evals, report

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from utils.data import Row
+from utils.sources import Row
 from utils.formatting import format_prompt, format_text
 
 

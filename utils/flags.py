@@ -6,7 +6,7 @@ import argparse
 import deepspeed
 from transformers import SchedulerType
 
-from utils.data import SOURCES_HELP
+from utils.sources import FIELDS, SOURCES_HELP
 from utils.formatting import TEMPLATES
 
 
@@ -19,6 +19,19 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data.add_argument("--eval_data_path", nargs="*", default=None,
                       help="Explicit eval sources. Without them a source's own test split is used, or, for a source "
                            "without one, a seeded --eval_fraction of its rows is held out.")
+    data.add_argument("--train_split", default="train",
+                      help="Hugging Face split string of the rows to train on, e.g. 'train+test[:6275]'. "
+                           "Default: %(default)s")
+    data.add_argument("--eval_split", default=None,
+                      help="Split string of the eval rows, e.g. 'test[6275:]'. Default: the source's test or "
+                           "validation split, or else a held-out --eval_fraction of the train rows.")
+    for name in FIELDS:
+        data.add_argument(f"--{name}_column", default=None,
+                          help=f"The column of local files and datasets that holds the {name} (default: {name}).")
+    data.add_argument("--on_bad_row", choices=["error", "skip"], default="error",
+                      help="A malformed, mistyped, empty or non-UTF-8 row, or a pair whose transcripts differ before "
+                           "the last answer: stop with its file and line, or skip it and count it. "
+                           "Default: %(default)s")
     data.add_argument("--eval_fraction", type=float, default=0.1,
                       help="Share of rows held out for eval from sources without a test split. Default: %(default)s")
     data.add_argument("--data_output_path", default="/tmp/data_files/",

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import SFT_FIELDS, load_rows
+from utils.data import DataSpec, load_rows
 from utils.encoding import collate_sft, encode_sft, pack_blocks
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import sft_parser
 from utils.model import load_causal_lm, load_tokenizer
 from utils.run import start_run
+from utils.sources import SFT_FIELDS
 from utils.sft_training import SFTObjective
 
 
@@ -21,8 +22,7 @@ def main() -> None:
     # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
                                eot_token=args.eot_token if args.add_eot_token else None)
-    train_rows, eval_rows, report = load_rows(args.data_path, args.eval_data_path, args.data_split, 0,
-                                              args.eval_fraction, args.seed, SFT_FIELDS, args.sft_only_data_path)
+    train_rows, eval_rows, report = load_rows(DataSpec.from_args(args, phase=0, fields=SFT_FIELDS))
     encode = functools.partial(encode_sft, tokenizer=tokenizer, template=args.template, overlength=args.overlength,
                                train_on_prompt=args.train_on_prompt)
     train_texts, train_report = encode(train_rows, max_seq_len=None if args.packing else args.max_seq_len)

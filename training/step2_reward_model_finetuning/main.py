@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import load_rows
+from utils.data import DataSpec, load_rows
 from utils.encoding import collate_pairs, encode_pairs
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
@@ -12,6 +12,7 @@ from utils.model import load_reward_model, load_tokenizer, resolve_num_padding
 from utils.reward_model import RewardModel
 from utils.reward_training import RewardObjective
 from utils.run import start_run
+from utils.sources import FIELDS
 
 
 @exit_on_user_error
@@ -23,8 +24,7 @@ def main() -> None:
                                eot_token=args.eot_token if args.add_eot_token else None)
     num_padding = resolve_num_padding(tokenizer, args.num_padding_at_beginning, args.score_token,
                                       args.model_name_or_path)
-    train_rows, eval_rows, report = load_rows(args.data_path, args.eval_data_path, args.data_split, 1,
-                                              args.eval_fraction, args.seed)
+    train_rows, eval_rows, report = load_rows(DataSpec.from_args(args, phase=1, fields=FIELDS))
     encode = functools.partial(encode_pairs, tokenizer=tokenizer, template=args.template,
                                max_seq_len=args.max_seq_len, overlength=args.overlength)
     (train_pairs, train_report), (eval_pairs, eval_report) = encode(train_rows), encode(eval_rows)

@@ -1,0 +1,263 @@
+"""Reading every kind of preference source into rows of prompt, chosen and rejected, split by split.
+
+A source is the built-in synthetic generator, a local file (.jsonl, .json, .csv, optionally .gz, or .parquet), or a
+folder or hub dataset read by `datasets`, including DeepSpeed-Chat's dataset names. A bad row is an error naming the
+file, line and field, or, with --on_bad_row skip, a counted skip.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from utils.errors import UserError
+from utils.synthetic import generate_pairs
+
+FIELDS = ("prompt", "chosen", "rejected")
+SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen answer; a rejected field is ignored
+SYNTHETIC_DEFAULT_SIZE = 4000
+ASSISTANT = "\n\nAssistant:"
+SOURCES_HELP = (
+    "Sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs plus a held-out tenth), local "
+    ".jsonl/.json/.csv files (optionally .gz) or .parquet files, a folder of data files, or a Hugging Face dataset "
+    "name, DeepSpeed-Chat's included. Rows have prompt, chosen and rejected fields (see --prompt_column), or "
+    "Anthropic-style chosen and rejected transcripts, or chosen and rejected chat message lists. Several blend.")
+
+Row = dict[str, Any]  # prompt: str or a list of chat messages; chosen, rejected: str
+Splits = dict[str, list[Row]]
+
+
+@dataclass
+class RowChecker:
+    """Applies --on_bad_row: raise on the first bad row, or skip it and count it."""
+
+    on_bad_row: str = "error"
+    columns: dict[str, str] = field(default_factory=dict)  # our field name -> the source's column name
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def bad(self, where: str, message: str) -> None:
+        if self.on_bad_row == "error":
+            raise UserError(f"{where}: {message} (--on_bad_row skip skips such rows and counts them)")
+        self.skipped += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{where}: {message}")
+
+    def column(self, name: str) -> str:
+        return self.columns.get(name, name)
+
+
+def _is_messages(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+
+
+def _split_conversations(chosen: object, rejected: object, fields: tuple[str, ...]) -> tuple[object, str, str | None]:
+    """Chosen and rejected whole conversations (transcripts or message lists) to a shared prompt and two answers."""
+    if _is_messages(chosen):
+        if chosen[-1]["role"] != "assistant":
+            raise ValueError("the last chosen message must be the assistant's answer")
+        if "rejected" in fields and (not _is_messages(rejected) or rejected[:-1] != chosen[:-1]):
+            raise ValueError("chosen and rejected conversations differ before their last message")
+        return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"] if "rejected" in fields else None
+    if not isinstance(chosen, str) or ASSISTANT not in chosen:
+        raise ValueError("without a prompt field, chosen must be a transcript with '\\n\\nAssistant:' or a message list")
+    cut = chosen.rindex(ASSISTANT) + len(ASSISTANT)
+    prompt, answer = chosen[:cut], chosen[cut:]
+    if "rejected" not in fields:
+        return prompt, answer, None
+    if not isinstance(rejected, str) or not rejected.startswith(prompt) or ASSISTANT in rejected[cut:]:
+        raise ValueError("chosen and rejected transcripts differ before the last '\\n\\nAssistant:'")
+    return prompt, answer, rejected[cut:]
+
+
+def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChecker) -> Row | None:
+    """One source record as a checked row, or None when it is bad and --on_bad_row skip counts it."""
+    if not isinstance(record, dict):
+        checker.bad(where, f"expected an object with fields {', '.join(fields)}")
+        return None
+    values = {name: record.get(checker.column(name)) for name in FIELDS}
+    if values["prompt"] is None and checker.column("chosen") in record:
+        try:
+            values["prompt"], values["chosen"], values["rejected"] = _split_conversations(
+                values["chosen"], values["rejected"], fields)
+        except ValueError as err:
+            checker.bad(where, str(err))
+            return None
+    for name in fields:
+        value, column = values[name], checker.column(name)
+        if value is None:
+            checker.bad(where, f"field '{column}' is missing")
+        elif name == "prompt" and _is_messages(value):
+            continue
+        elif not isinstance(value, str):
+            checker.bad(where, f"field '{column}' must be a string, got {type(value).__name__}")
+        elif not value.strip():
+            checker.bad(where, f"field '{column}' is empty")
+        else:
+            continue
+        return None
+    return {name: values[name] for name in fields}
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UnicodeError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def _json_records(path: Path, raw: bytes, checker: RowChecker) -> Iterable[tuple[str, object]]:
+    lines = raw.splitlines()
+    first = next((line.strip() for line in lines if line.strip()), b"")
+    if ".jsonl" not in path.name and first.startswith(b"["):  # one JSON array, rows named by their index
+        try:
+            items = json.loads(_decode(raw, str(path)))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+        yield from ((f"{path}: item {i}", item) for i, item in enumerate(items))
+        return
+    for lineno, line in enumerate(lines, start=1):
+        where = f"{path}:{lineno}"
+        try:
+            text = _decode(line, where).strip()
+            if text:
+                yield where, json.loads(text)
+        except UnicodeError as err:
+            checker.bad(where, str(err).split(": ", 1)[1])
+        except json.JSONDecodeError as err:
+            checker.bad(where, f"invalid JSON: {err.msg} (column {err.colno})")
+
+
+def _csv_records(path: Path, raw: bytes) -> Iterable[tuple[str, object]]:
+    reader = csv.DictReader(io.StringIO(_decode(raw, str(path)), newline=""))
+    for record in reader:
+        yield f"{path}:{reader.line_num}", record
+
+
+def _parquet_records(path: Path) -> Iterable[tuple[str, object]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise UserError(f"{path}: cannot read parquet: {err}") from None
+    yield from ((f"{path}: row {i}", record) for i, record in enumerate(table.to_pylist()))
+
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz", ".csv.gz", ".parquet")
+
+
+def _read_file(path: Path, fields: tuple[str, ...], checker: RowChecker) -> list[Row]:
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    if path.name.endswith(".parquet"):
+        records = _parquet_records(path)
+    else:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            raw = handle.read()
+        try:
+            records = list(_csv_records(path, raw) if ".csv" in path.name else _json_records(path, raw, checker))
+        except UnicodeError as err:
+            raise UserError(str(err)) from None
+    return [row for where, record in records if (row := to_row(record, where, fields, checker)) is not None]
+
+
+# DeepSpeed-Chat's dataset names whose columns are not already prompt/chosen/rejected: a record to those fields.
+def _webgpt(record: dict) -> dict | None:
+    """openai/webgpt_comparisons: the better-scored answer wins, citations removed; ties are not preferences."""
+    if record["score_0"] == record["score_1"]:
+        return None
+    answers = [re.sub(r" [\(\[].*?[\)\]]", "", record[f"answer_{i}"]) for i in (0, 1)]
+    best = 0 if record["score_0"] > record["score_1"] else 1
+    return {"prompt": record["question"]["full_text"], "chosen": answers[best], "rejected": answers[1 - best]}
+
+
+def _shp(record: dict) -> dict | None:
+    """stanfordnlp/SHP: labels is 1 when human_ref_A is preferred."""
+    a, b = record["human_ref_A"], record["human_ref_B"]
+    return {"prompt": record["history"], "chosen": a if record["labels"] == 1 else b,
+            "rejected": b if record["labels"] == 1 else a}
+
+
+def _rlhf_reward(record: dict) -> dict | None:
+    """yitingxie/rlhf-reward-datasets: the prompt lacks its final 'Assistant:', which the answers carry."""
+    return {"prompt": record["prompt"] + "Assistant:", "chosen": record["chosen"].split("Assistant:")[-1],
+            "rejected": record["rejected"].split("Assistant:")[-1]}
+
+
+ADAPTERS: dict[str, Callable[[dict], dict | None] | None] = {
+    "Dahoas/rm-static": None,  # None: already prompt/chosen/rejected columns
+    "Dahoas/full-hh-rlhf": None,
+    "Dahoas/synthetic-instruct-gptj-pairwise": None,
+    "Anthropic/hh-rlhf": None,  # chosen/rejected transcripts, split at the last "\n\nAssistant:"
+    "yitingxie/rlhf-reward-datasets": _rlhf_reward,
+    "openai/webgpt_comparisons": _webgpt,
+    "stanfordnlp/SHP": _shp,
+}
+
+
+def _read_dataset(name: str, fields: tuple[str, ...], checker: RowChecker) -> tuple[Splits, int]:
+    """A folder of data files or a hub dataset through `datasets`; DeepSpeed-Chat's names through their adapter.
+
+    Also returns how many records the dataset's own rule skipped (webgpt ties)."""
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(name)
+    except Exception as err:  # datasets raises many types here: missing, offline, unreadable
+        raise UserError(f"cannot load dataset '{name}': {err}") from None
+    adapter = ADAPTERS.get("/".join(Path(name).parts[-2:]))  # a hub name, or a local copy in a folder of that name
+    out: Splits = {}
+    rule_skips = 0
+    for split, data in splits.items():
+        if adapter is None:
+            names = set(data.column_names)
+            needed = [checker.column(f) for f in fields if f != "prompt" or checker.column("prompt") in names]
+            missing = [c for c in needed if c not in names]
+            if missing:
+                raise UserError(f"dataset '{name}' [{split}] lacks column(s) {', '.join(missing)}; it has "
+                                f"{', '.join(data.column_names)}")
+        rows = []
+        for i, record in enumerate(data):
+            where = f"{name} [{split}] row {i}"
+            if adapter is not None:
+                try:
+                    record = adapter(record)
+                except (KeyError, TypeError) as err:
+                    raise UserError(f"{where}: not in the schema of {name}: {err!r}") from None
+                if record is None:
+                    rule_skips += 1
+                    continue
+            if (row := to_row(record, where, fields, checker)) is not None:
+                rows.append(row)
+        out[split] = rows
+    return out, rule_skips
+
+
+def read_source(spec: str, fields: tuple[str, ...] = FIELDS, checker: RowChecker | None = None
+                ) -> tuple[Splits, int]:
+    """A source's rows by split name, and how many records its dataset's own rule skipped."""
+    checker = checker or RowChecker()
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        size = SYNTHETIC_DEFAULT_SIZE
+        if ":" in spec:
+            try:
+                size = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise UserError(f"--data_path {spec}: expected synthetic:N with N a number of pairs") from None
+        rows = [{k: row[k] for k in fields} for row in generate_pairs(size + max(1, size // 10), seed=0)]
+        train = rows[:size]
+        seen = {tuple(r.values()) for r in train}
+        return {"train": train, "test": [r for r in rows[size:] if tuple(r.values()) not in seen]}, 0
+    path = Path(spec)
+    if path.name.endswith(FILE_SUFFIXES):
+        return {"train": _read_file(path, fields, checker)}, 0
+    if path.is_file():
+        raise UserError(f"unsupported data file '{spec}': use .jsonl, .json or .csv (optionally .gz) or .parquet")
+    return _read_dataset(spec, fields, checker)
