@@ -32,12 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def score(model_dir: str, texts: list[str], batch_size: int) -> list[float]:
-    """Scores as any transformers user gets them: pipeline() with no activation on the single logit."""
+def score(model_dir: str, rows: list[tuple[str, str]], template: str, batch_size: int) -> list[float]:
+    """Scores as any transformers user gets them: pipeline() with no activation on the single logit, on texts
+    formatted by the training formatter (the chat template needs the model's tokenizer)."""
     try:
         scorer = pipeline("text-classification", model=model_dir, function_to_apply="none")
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load a reward model from '{model_dir}': {err}") from None
+    texts = [format_text(prompt, answer, template, scorer.tokenizer) for prompt, answer in rows]
     return [out["score"] for out in scorer(texts, batch_size=batch_size)]
 
 
@@ -50,7 +52,7 @@ def main() -> None:
         rows = list(zip(args.prompt, args.answer))
     else:
         rows = [(p, a) for p, good, bad in EXAMPLES for a in (good, bad)]
-    scores = score(args.model_name_or_path, [format_text(p, a, args.template) for p, a in rows], args.batch_size)
+    scores = score(args.model_name_or_path, rows, args.template, args.batch_size)
     print(f"{'score':>9}  prompt | answer")
     for (prompt, answer), value in zip(rows, scores):
         print(f"{value:9.4f}  {prompt} | {answer}")

@@ -1,7 +1,7 @@
 """Rows to token ids (pairs for step 2, texts and labels for step 1), and batches padded only to their longest row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -19,19 +19,33 @@ class EncodeReport:
     kept: int = 0
     truncated: int = 0
     dropped: int = 0
+    tokens: dict[str, float] = field(default_factory=dict)  # length percentiles of the kept sequences
+    longer_wins: float | None = None  # pairs: the share whose chosen text is longer (the length-bias baseline)
 
     def lines(self, split: str) -> list[str]:
         return [f"{split}: {self.truncated} {self.unit} had their prompt cut from the left to fit --max_seq_len, "
                 f"{self.dropped} {self.unit} did not fit and were skipped"] if self.truncated or self.dropped else []
 
+    def summarize(self, examples: list[dict[str, list[int]]]) -> None:
+        """Count what was kept, its token lengths and, for pairs, how often "the longer answer wins" is right."""
+        self.kept = len(examples)
+        lengths = sorted(len(seq) for ex in examples for key, seq in ex.items() if key != "labels")
+        if lengths:
+            at = {name: lengths[min(len(lengths) - 1, int(q * len(lengths)))]
+                  for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+            self.tokens = at | {"max": lengths[-1], "mean": round(sum(lengths) / len(lengths), 1)}
+        if examples and "rejected" in examples[0]:  # ties count as wrong, as in reward accuracy
+            self.longer_wins = sum(len(ex["chosen"]) > len(ex["rejected"]) for ex in examples) / len(examples)
+
 
 def _encode(tokenizer: PreTrainedTokenizerBase, prompt_text: str, text: str) -> tuple[list[int], int, int]:
-    """Ids of `text`, the end of its prompt tokens, and how many special tokens lead it (kept on truncation)."""
+    """Ids of `text`, the end of its prompt tokens, and how many special tokens lead it (kept on truncation:
+    a BOS, whether the tokenizer adds it or a chat template writes it)."""
     enc = tokenizer(text, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     special = set(tokenizer.all_special_ids)
     lead = 0
-    while lead < len(ids) and ids[lead] in special and offsets[lead] == (0, 0):
+    while lead < len(ids) and ids[lead] in special:
         lead += 1
     prompt_end = next(i for i in range(lead, len(ids)) if offsets[i][1] > len(prompt_text))
     return ids, prompt_end, lead
@@ -57,13 +71,15 @@ def encode_pairs(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: 
     report = EncodeReport("pairs")
     out = []
     for row in rows:
-        prompt_text = format_prompt(row["prompt"], template)
-        chosen, c_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template))
-        rejected, r_end, _ = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["rejected"], template))
+        prompt_text = format_prompt(row["prompt"], template, tokenizer)
+        chosen, c_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
+                                                                          tokenizer))
+        rejected, r_end, _ = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["rejected"], template,
+                                                                         tokenizer))
         fitted = _fit([chosen, rejected], min(c_end, r_end), lead, max_seq_len, overlength, report)
         if fitted is not None:
             out.append(dict(zip(("chosen", "rejected"), fitted)))
-    report.kept = len(out)
+    report.summarize(out)
     return out, report
 
 
@@ -76,8 +92,9 @@ def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: st
     report = EncodeReport("texts")
     out = []
     for row in rows:
-        prompt_text = format_prompt(row["prompt"], template)
-        ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template))
+        prompt_text = format_prompt(row["prompt"], template, tokenizer)
+        ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
+                                                                            tokenizer))
         if ids[-1] != tokenizer.eos_token_id:
             ids = ids + [tokenizer.eos_token_id]
         labels = list(ids) if train_on_prompt else [IGNORE] * prompt_end + ids[prompt_end:]
@@ -85,7 +102,7 @@ def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: st
                                                                 overlength, report)
         if fitted is not None:
             out.append(dict(zip(("input_ids", "labels"), fitted)))
-    report.kept = len(out)
+    report.summarize(out)
     return out, report
 
 

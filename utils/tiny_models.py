@@ -10,7 +10,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
-from utils.formatting import TEMPLATES, format_text
+from utils.formatting import format_text
 from utils.synthetic import generate_pairs
 
 # OPT: BOS and EOS are both </s>, so the BOS counts as DeepSpeed-Chat's one "padding at beginning", and <pad> exists.
@@ -24,7 +24,7 @@ FAMILIES = {
 def _corpus(n_pairs: int) -> list[str]:
     rows = generate_pairs(n_pairs, seed=12345)
     return [format_text(r["prompt"], r[answer], template)
-            for r in rows for answer in ("chosen", "rejected") for template in TEMPLATES]
+            for r in rows for answer in ("chosen", "rejected") for template in ("dschat", "lmflow")]
 
 
 def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 2000) -> PreTrainedTokenizerFast:

@@ -59,7 +59,7 @@ def generate(model: str, prompts: list[str], args: argparse.Namespace) -> list[s
     if args.do_sample:
         settings.update(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
     set_seed(args.seed)
-    return [generator(format_prompt(p, args.template), return_full_text=False, **settings)[0]["generated_text"]
+    return [generator(format_prompt(p, args.template, tokenizer), return_full_text=False, **settings)[0]["generated_text"]
             for p in prompts]
 
 
