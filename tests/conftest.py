@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,23 @@ def opt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Llama-like: BOS <s> differs from EOS </s>, and there is no pad token."""
     return build_tiny_model(tmp_path_factory.mktemp("llama"), "llama", hidden=32, layers=2, heads=2, vocab_size=600)
+
+
+LLAMA3_LIKE_CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def llama_chat_dir(llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Llama-like model with a chat template that writes the BOS and ends each turn with the EOS."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("llama_chat")
+    shutil.copytree(llama_dir, out, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    tokenizer.chat_template = LLAMA3_LIKE_CHAT
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -96,6 +96,8 @@ def test_chat_message_lists(tmp_path):
               "rejected": prompt + [{"role": "assistant", "content": "5"}]}
     splits, _ = read_source(str(_jsonl(tmp_path / "chat.jsonl", [record])))
     assert splits["train"] == [{"prompt": prompt, "chosen": "4", "rejected": "5"}]
+    with_prompt_column = record | {"prompt": "2+2?"}  # UltraFeedback's layout: the conversations carry the prompt
+    assert read_source(str(_jsonl(tmp_path / "uf.jsonl", [with_prompt_column])))[0] == splits
     other = record | {"rejected": [{"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]}
     with pytest.raises(UserError, match="conversations differ before their last message"):
         read_source(str(_jsonl(tmp_path / "chat2.jsonl", [other])))

@@ -29,13 +29,14 @@ def _train(model_dir, pair_files, out, *extra):
 
 def _pipeline_scores(out, rows, template="dschat"):
     pipe = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
-    texts = [format_text(r["prompt"], r[k], template) for k in ("chosen", "rejected") for r in rows]
+    texts = [format_text(r["prompt"], r[k], template, pipe.tokenizer) for k in ("chosen", "rejected") for r in rows]
     scores = torch.tensor([o["score"] for o in pipe(texts, batch_size=7)], dtype=torch.float64)
     return scores.chunk(2)
 
 
 @pytest.mark.parametrize("family, score_token, zero_stage, loss", [
     ("opt", "end", 0, "bt"),
+    ("llama_chat", "end", 0, "bt"),
     ("opt", "first_pad", 1, "dschat"),
     ("llama", "end", 2, "bt"),
     ("llama", "first_pad", 3, "bt"),
@@ -44,7 +45,9 @@ def _pipeline_scores(out, rows, template="dschat"):
 def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path, family, score_token, zero_stage,
                                                   loss):
     model_dir = request.getfixturevalue(f"{family}_dir")
-    out = _train(model_dir, pair_files, tmp_path / "rm", "--score_token", score_token, "--zero_stage", zero_stage,
+    template = "chat" if family.endswith("chat") else "dschat"
+    out = _train(model_dir, pair_files, tmp_path / "rm", "--template", template, "--score_token", score_token,
+                 "--zero_stage", zero_stage,
                  "--loss", loss, "--num_train_epochs", 1, "--eval_iters", 1000)
 
     # The directory is a plain transformers reward model.
@@ -57,7 +60,7 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
     # The pipeline reproduces the trainer's own final evaluation (ZeRO-3: the export gathered the real weights).
     final = json.loads((out / "eval_results.json").read_text())
     eval_rows = read_source(str(pair_files[1]))[0]["train"]
-    chosen, rejected = _pipeline_scores(out, eval_rows)
+    chosen, rejected = _pipeline_scores(out, eval_rows, template)
     again = pair_metrics(chosen, rejected)
     for key in ("accuracy", "chosen_mean", "rejected_mean", "margin_mean", "loss"):
         assert again[key] == pytest.approx(final[key], abs=1e-4), key
@@ -65,7 +68,7 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
 
     # Score by score: the trainer's scoring code on padded batches equals the pipeline's.
     tokenizer = load_tokenizer(str(out), score_token, append_eos=True)
-    pairs, _ = encode_pairs(eval_rows, tokenizer, "dschat", 96, "truncate")
+    pairs, _ = encode_pairs(eval_rows, tokenizer, template, 96, "truncate")
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     objective = RewardObjective(score_token, tokenizer.pad_token_id, 1 if family == "opt" else 0)
     with torch.no_grad():

@@ -19,17 +19,18 @@ class EncodeReport:
     kept: int = 0
     truncated: int = 0
     dropped: int = 0
-    tokens: dict[str, float] = field(default_factory=dict)  # length percentiles of the kept sequences
+    tokens: dict[str, float] = field(default_factory=dict)  # length percentiles of every text, before any cut
     longer_wins: float | None = None  # pairs: the share whose chosen text is longer (the length-bias baseline)
 
     def lines(self, split: str) -> list[str]:
         return [f"{split}: {self.truncated} {self.unit} had their prompt cut from the left to fit --max_seq_len, "
                 f"{self.dropped} {self.unit} did not fit and were skipped"] if self.truncated or self.dropped else []
 
-    def summarize(self, examples: list[dict[str, list[int]]]) -> None:
-        """Count what was kept, its token lengths and, for pairs, how often "the longer answer wins" is right."""
+    def summarize(self, examples: list[dict[str, list[int]]], lengths: list[int]) -> None:
+        """Count what was kept, the texts' lengths (to choose --max_seq_len by) and, for pairs, how often "the longer
+        answer wins" is right."""
         self.kept = len(examples)
-        lengths = sorted(len(seq) for ex in examples for key, seq in ex.items() if key != "labels")
+        lengths = sorted(lengths)
         if lengths:
             at = {name: lengths[min(len(lengths) - 1, int(q * len(lengths)))]
                   for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
@@ -69,17 +70,18 @@ def encode_pairs(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: 
                  overlength: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
     """Token ids of each pair's chosen and rejected texts, each ending in the EOS id (the tokenizer appends it)."""
     report = EncodeReport("pairs")
-    out = []
+    out, lengths = [], []
     for row in rows:
         prompt_text = format_prompt(row["prompt"], template, tokenizer)
         chosen, c_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
                                                                           tokenizer))
         rejected, r_end, _ = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["rejected"], template,
                                                                          tokenizer))
+        lengths += [len(chosen), len(rejected)]
         fitted = _fit([chosen, rejected], min(c_end, r_end), lead, max_seq_len, overlength, report)
         if fitted is not None:
             out.append(dict(zip(("chosen", "rejected"), fitted)))
-    report.summarize(out)
+    report.summarize(out, lengths)
     return out, report
 
 
@@ -90,19 +92,20 @@ def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: st
     max_seq_len None keeps every text whole (packing cuts them into blocks later).
     """
     report = EncodeReport("texts")
-    out = []
+    out, lengths = [], []
     for row in rows:
         prompt_text = format_prompt(row["prompt"], template, tokenizer)
         ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
                                                                             tokenizer))
         if ids[-1] != tokenizer.eos_token_id:
             ids = ids + [tokenizer.eos_token_id]
+        lengths.append(len(ids))
         labels = list(ids) if train_on_prompt else [IGNORE] * prompt_end + ids[prompt_end:]
         fitted = [ids, labels] if max_seq_len is None else _fit([ids, labels], prompt_end, lead, max_seq_len,
                                                                 overlength, report)
         if fitted is not None:
             out.append(dict(zip(("input_ids", "labels"), fitted)))
-    report.summarize(out)
+    report.summarize(out, lengths)
     return out, report
 
 

@@ -35,8 +35,8 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data.add_argument("--eval_fraction", type=float, default=0.1,
                       help="Share of rows held out for eval from sources without a test split. Default: %(default)s")
     data.add_argument("--data_output_path", default="/tmp/data_files/",
-                      help="DeepSpeed-Chat's data cache directory. Accepted so its command lines run; data is "
-                           "currently tokenized in memory on every run and nothing is written there.")
+                      help="Where tokenized data is cached (Arrow files, keyed by the rows, tokenizer and settings), "
+                           "so that a rerun skips tokenization. Default: %(default)s")
     data.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
                       help="How prompt and answer become text: " + "; ".join(
                           f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from utils import distributed as dist
-from utils.data import DataReport
+from utils.cache import cached, fingerprint, tokenizer_fingerprint
+from utils.data import DataSpec, load_rows
+from utils.data_report import build_report, table, write_report
 from utils.ds_config import deepspeed_config, resolve_dtype
 from utils.encoding import EncodeReport
 from utils.engine import on_gpu, zero3_loading
 from utils.errors import UserError
 from utils.export import export_model
 from utils.run_log import RunLog
+from utils.sources import Row
+
+Encoder = Callable[[list[Row], str], tuple[list[dict[str, list[int]]], EncodeReport]]  # (rows, split) -> encoded
 
 
 @dataclass
@@ -24,13 +29,39 @@ class Run:
     log: RunLog
     zero3: object | None  # lets from_pretrained load ZeRO-3 partitions; must stay alive until the export
 
-    def report_data(self, report: DataReport, train: EncodeReport, evals: EncodeReport) -> None:
-        """Log what was read, cut and skipped; stop if nothing is left to train or evaluate on."""
-        for line in report.lines() + train.lines("train") + evals.lines("eval"):
+    def encoded_data(self, spec: DataSpec, tokenizer: PreTrainedTokenizerBase, encode: Encoder, kind: str,
+                     **settings: Any) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]], EncodeReport]:
+        """This step's train and eval rows as token ids, with the train report.
+
+        The ids are cached under --data_output_path, keyed by the rows themselves (so their sources, split and seed),
+        the tokenizer (its EOS rule included) and `settings`, everything else that changes them. The run's
+        data_report.json and a table say what was read, skipped, cut and kept; no rows left is an error.
+        """
+        train_rows, eval_rows, report = load_rows(spec)
+        key = {"kind": kind, "tokenizer": tokenizer_fingerprint(tokenizer), **settings}
+        encoded, reports, hits = {}, {}, []
+        for split, rows in (("train", train_rows), ("eval", eval_rows)):
+            def build(rows: list[Row] = rows, split: str = split) -> tuple[list, dict[str, Any]]:
+                examples, encode_report = encode(rows, split)
+                return examples, asdict(encode_report)
+
+            encoded[split], meta, hit = cached(self.args.data_output_path,
+                                               key | {"split": split, "rows": fingerprint(rows)}, build)
+            reports[split] = EncodeReport(**meta)
+            hits.append(hit)
+        cache = "hit" if all(hits) else "built"
+        self.log.info(f"tokenized data {'loaded from' if cache == 'hit' else 'written to'} the cache in "
+                      f"{self.args.data_output_path}")
+        summary = build_report(report, reports["train"], reports["eval"], cache)
+        for line in report.lines() + reports["train"].lines("train") + reports["eval"].lines("eval") + table(summary):
             self.log.info(line)
-        if not train.kept or not evals.kept:
-            raise UserError(f"no {train.unit} fit --max_seq_len {self.args.max_seq_len} (train {train.kept}, "
-                            f"eval {evals.kept}); raise it or use --overlength truncate")
+        if dist.is_main():
+            write_report(summary, self.args.output_dir)
+        if not encoded["train"] or not encoded["eval"]:
+            raise UserError(f"no {reports['train'].unit} fit --max_seq_len {self.args.max_seq_len} (train "
+                            f"{len(encoded['train'])}, eval {len(encoded['eval'])}); raise it or use "
+                            "--overlength truncate")
+        return encoded["train"], encoded["eval"], reports["train"]
 
     def finish(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, final: dict[str, float],
                **resolved: Any) -> None:

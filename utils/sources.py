@@ -82,7 +82,8 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
         checker.bad(where, f"expected an object with fields {', '.join(fields)}")
         return None
     values = {name: record.get(checker.column(name)) for name in FIELDS}
-    if values["prompt"] is None and checker.column("chosen") in record:
+    if _is_messages(values["chosen"]) or (values["prompt"] is None and checker.column("chosen") in record):
+        # whole conversations (a prompt column beside them, as in UltraFeedback, repeats their first turns)
         try:
             values["prompt"], values["chosen"], values["rejected"] = _split_conversations(
                 values["chosen"], values["rejected"], fields)

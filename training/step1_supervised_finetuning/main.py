@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import DataSpec, load_rows
-from utils.encoding import collate_sft, encode_sft, pack_blocks
+from utils.data import DataSpec
+from utils.encoding import EncodeReport, collate_sft, encode_sft, pack_blocks
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import sft_parser
 from utils.model import load_causal_lm, load_tokenizer
 from utils.run import start_run
-from utils.sources import SFT_FIELDS
+from utils.sources import SFT_FIELDS, Row
 from utils.sft_training import SFTObjective
 
 
@@ -22,12 +22,16 @@ def main() -> None:
     # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
                                eot_token=args.eot_token if args.add_eot_token else None)
-    train_rows, eval_rows, report = load_rows(DataSpec.from_args(args, phase=0, fields=SFT_FIELDS))
-    encode = functools.partial(encode_sft, tokenizer=tokenizer, template=args.template, overlength=args.overlength,
-                               train_on_prompt=args.train_on_prompt)
-    train_texts, train_report = encode(train_rows, max_seq_len=None if args.packing else args.max_seq_len)
-    eval_texts, eval_report = encode(eval_rows, max_seq_len=args.max_seq_len)  # unpacked: comparable perplexity
-    run.report_data(report, train_report, eval_report)
+
+    def encode(rows: list[Row], split: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
+        whole = args.packing and split == "train"  # packed texts span blocks; eval is never packed
+        return encode_sft(rows, tokenizer, args.template, None if whole else args.max_seq_len, args.overlength,
+                          args.train_on_prompt)
+
+    train_texts, eval_texts, train_report = run.encoded_data(
+        DataSpec.from_args(args, phase=0, fields=SFT_FIELDS), tokenizer, encode, "step1-sft", template=args.template,
+        max_seq_len=args.max_seq_len, overlength=args.overlength, packing=args.packing,
+        train_on_prompt=args.train_on_prompt)
     if args.packing:
         train_texts = pack_blocks(train_texts, args.max_seq_len)
         run.log.info(f"packed {train_report.kept} training texts into {len(train_texts)} blocks of up to "

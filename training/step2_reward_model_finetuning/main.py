@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import DataSpec, load_rows
+from utils.data import DataSpec
 from utils.encoding import collate_pairs, encode_pairs
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
@@ -24,11 +24,11 @@ def main() -> None:
                                eot_token=args.eot_token if args.add_eot_token else None)
     num_padding = resolve_num_padding(tokenizer, args.num_padding_at_beginning, args.score_token,
                                       args.model_name_or_path)
-    train_rows, eval_rows, report = load_rows(DataSpec.from_args(args, phase=1, fields=FIELDS))
     encode = functools.partial(encode_pairs, tokenizer=tokenizer, template=args.template,
                                max_seq_len=args.max_seq_len, overlength=args.overlength)
-    (train_pairs, train_report), (eval_pairs, eval_report) = encode(train_rows), encode(eval_rows)
-    run.report_data(report, train_report, eval_report)
+    train_pairs, eval_pairs, _ = run.encoded_data(
+        DataSpec.from_args(args, phase=1, fields=FIELDS), tokenizer, lambda rows, split: encode(rows), "step2-pairs",
+        template=args.template, max_seq_len=args.max_seq_len, overlength=args.overlength)
 
     collate = functools.partial(collate_pairs, pad_id=tokenizer.pad_token_id)
     loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed)
