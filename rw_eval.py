@@ -1,16 +1,27 @@
-"""Score prompt-answer pairs with a reward model directory, formatted exactly as in training.
+"""Test a reward model before trusting it in RLHF: score prompt-answer pairs, or evaluate preference pairs.
 
-    python rw_eval.py --model_name_or_path DIR                      # built-in good/bad examples
-    python rw_eval.py --model_name_or_path DIR --prompt P --answer A [--prompt P2 --answer A2 ...]
+    python rw_eval.py --model_name_or_path DIR                          # built-in good and bad answers
+    python rw_eval.py --model_name_or_path DIR --prompt P --answer A [--prompt P2 --answer A2 ...] [--output F]
+    python rw_eval.py --model_name_or_path DIR --input rows.jsonl --output scores.jsonl   # rows: prompt, answer
+    python rw_eval.py --model_name_or_path DIR --data_path pairs.jsonl [--write_normalization] [--check_pipeline]
+
+Texts are formatted with --template by the training formatter, so any Hugging Face sequence-classification reward
+model directory works, not only ours.
 """
 from __future__ import annotations
 
 import argparse
+import json
 
-from transformers import pipeline
+import torch
 
+from utils.data import DataSpec, column_map, load_eval_rows
 from utils.errors import UserError, exit_on_user_error
-from utils.formatting import TEMPLATES, format_text
+from utils.flags import reading_flags
+from utils.formatting import format_text
+from utils.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
+from utils.scoring import DTYPES, RewardScorer
+from utils.sources import SOURCES_HELP
 
 # A prompt, a good answer and a bad one: a trained reward model should score the good one higher.
 EXAMPLES = [
@@ -18,47 +29,70 @@ EXAMPLES = [
     ("What is 3 plus 4?", "3 plus 4 is 7.", "3 plus 4 is 9."),
     ("How many legs does a spider have?", "A spider has eight legs.", "Figure it out yourself."),
     ("What color is snow?", "Snow is white.", "Snow snow snow snow snow."),
+    ("Which planet is closest to the sun?", "Mercury is the closest planet to the sun.", "Bananas are yellow."),
+    ("Can you help me with my homework?", "Of course. What is the question?", "No. Do it yourself, idiot."),
 ]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", required=True, help="An exported reward model directory.")
+    parser.add_argument("--model_name_or_path", required=True, help="A reward model directory or hub name.")
     parser.add_argument("--prompt", action="append", default=[], help="A prompt; repeat, one per --answer.")
     parser.add_argument("--answer", action="append", default=[], help="The answer to the matching --prompt.")
-    parser.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
-                        help="The template the model was trained with. Default: %(default)s")
+    parser.add_argument("--input", help="A .jsonl file of rows with prompt and answer fields to score.")
+    parser.add_argument("--output", help="Write the scores (ad hoc) or the evaluation (--data_path) here as JSON.")
+    data = parser.add_argument_group("pairwise evaluation")
+    data.add_argument("--data_path", nargs="*", default=[], help=SOURCES_HELP)
+    reading_flags(data, eval_help="Default: the source's test or validation split, or else all of its rows.")
+    data.add_argument("--plot", default="reward_histogram.png",
+                      help="With --data_path: the histogram of chosen and rejected scores. Default: %(default)s")
+    data.add_argument("--top_k", type=int, default=5, help="How many highest and lowest scored texts to show.")
+    data.add_argument("--write_normalization", action="store_true",
+                      help="Store the fitted normalization constants in the model directory's config.json.")
+    data.add_argument("--check_pipeline", action="store_true",
+                      help="Re-score a sample through transformers.pipeline and fail on any difference over 1e-4.")
+    data.add_argument("--check_samples", type=int, default=32, help="Texts re-scored by --check_pipeline.")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
 
 
-def score(model_dir: str, rows: list[tuple[str, str]], template: str, batch_size: int) -> list[float]:
-    """Scores as any transformers user gets them: pipeline() with no activation on the single logit, on texts
-    formatted by the training formatter (the chat template needs the model's tokenizer)."""
-    try:
-        scorer = pipeline("text-classification", model=model_dir, function_to_apply="none")
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a reward model from '{model_dir}': {err}") from None
-    texts = [format_text(prompt, answer, template, scorer.tokenizer) for prompt, answer in rows]
-    return [out["score"] for out in scorer(texts, batch_size=batch_size)]
+def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if len(args.prompt) != len(args.answer):
+        raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
+    rows = list(zip(args.prompt, args.answer))
+    if args.input:
+        spec = DataSpec([args.input], fields=("prompt", "answer"), on_bad_row=args.on_bad_row)
+        rows += [(r["prompt"], r["answer"]) for r in load_eval_rows(spec)[0]]
+    return rows
 
 
 @exit_on_user_error
 def main() -> None:
     args = _parser().parse_args()
-    if len(args.prompt) != len(args.answer):
-        raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
-    if args.prompt:
-        rows = list(zip(args.prompt, args.answer))
-    else:
-        rows = [(p, a) for p, good, bad in EXAMPLES for a in (good, bad)]
-    scores = score(args.model_name_or_path, rows, args.template, args.batch_size)
-    print(f"{'score':>9}  prompt | answer")
-    for (prompt, answer), value in zip(rows, scores):
-        print(f"{value:9.4f}  {prompt} | {answer}")
-    if not args.prompt:
-        wins = sum(scores[i] > scores[i + 1] for i in range(0, len(scores), 2))
-        print(f"good answer scored higher in {wins} of {len(EXAMPLES)} examples")
+    if args.check_pipeline and args.dtype != "fp32":
+        raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
+    scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device)
+    if args.data_path:
+        spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),
+                        on_bad_row=args.on_bad_row)
+        evaluate_pairs(scorer, load_eval_rows(spec)[0], args)
+        return
+    rows = _ad_hoc_rows(args) or [(p, a) for p, good, bad in EXAMPLES for a in (good, bad)]
+    texts = [format_text(p, a, args.template, scorer.tokenizer) for p, a in rows]
+    scores, _ = scorer.score(texts, args.batch_size)
+    if args.check_pipeline:
+        scorer.check_pipeline(texts[:args.check_samples], scores[:args.check_samples])
+    print_scores(rows, scores, getattr(scorer.config, NORMALIZATION_KEY, None))
+    if not (args.prompt or args.input):
+        wins = [scores[i] > scores[i + 1] for i in range(0, len(scores), 2)]
+        for (prompt, _, _), win in zip(EXAMPLES, wins):
+            print(f"{'yes' if win else 'NO ':>4}  good > bad: {prompt}")
+        print(f"good answer scored higher in {sum(wins)} of {len(EXAMPLES)} examples")
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump([{"prompt": p, "answer": a, "score": s} for (p, a), s in zip(rows, scores)], handle, indent=2)
 
 
 if __name__ == "__main__":

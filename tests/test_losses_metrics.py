@@ -39,6 +39,7 @@ def test_metrics_count_ties_as_wrong():
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["chosen_mean"] == pytest.approx(1.625)
     assert m["rejected_mean"] == pytest.approx(0.5)
+    assert m["chosen_std"] == pytest.approx(0.921875 ** 0.5) and m["rejected_std"] == pytest.approx(0.75 ** 0.5)
     assert m["margin_mean"] == pytest.approx(1.125)
     rewards = torch.tensor([2.0, 1.0, 0.5, 3.0, 1.0, 1.0, 1.0, -1.0], dtype=torch.float64)
     assert m["reward_mean"] == pytest.approx(rewards.mean().item())

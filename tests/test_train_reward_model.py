@@ -10,13 +10,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from conftest import CPU_ENV, ROOT, read_metrics, run_step2
-from utils.sources import read_source
 from utils.encoding import collate_pairs, encode_pairs
 from utils.formatting import format_text
 from utils.metrics import pair_metrics
 from utils.model import load_tokenizer
 from utils.reward_model import RewardModel
 from utils.reward_training import RewardObjective
+from utils.sources import read_source
 
 
 def _train(model_dir, pair_files, out, *extra):
@@ -86,18 +86,6 @@ def test_training_learns_and_logs(opt_dir, pair_files, tmp_path):
     assert evals[-1]["accuracy"] > evals[0]["accuracy"] + 0.2
     assert sum(m["split"] == "train" for m in metrics) == 96
     assert list((tmp_path / "tb").iterdir())
-
-    # rw_eval.py scores ad hoc pairs as the pipeline does, and its built-in examples come out as a table.
-    rw_eval = [sys.executable, str(ROOT / "rw_eval.py"), "--model_name_or_path", str(out)]
-    prompt, answers = "What is the capital of France?", ["The capital of France is Paris.", "I'm not sure."]
-    adhoc = subprocess.run(rw_eval + ["--prompt", prompt, "--answer", answers[0], "--prompt", prompt, "--answer",
-                                      answers[1]], capture_output=True, text=True, check=True).stdout.splitlines()
-    printed = [float(line.split()[0]) for line in adhoc[1:]]
-    expected = [row[0] for row in _pipeline_scores(out, [{"prompt": prompt, "chosen": answers[0],
-                                                          "rejected": answers[1]}])]
-    assert printed == pytest.approx([e.item() for e in expected], abs=1e-4)
-    table = subprocess.run(rw_eval, capture_output=True, text=True, check=True).stdout
-    assert "good answer scored higher in" in table and len(table.splitlines()) == 10
 
 
 def _loss_at(out, step):

@@ -31,10 +31,14 @@ class DataSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, phase: int, fields: tuple[str, ...]) -> DataSpec:
-        columns = {name: getattr(args, f"{name}_column") for name in FIELDS if getattr(args, f"{name}_column")}
         return cls(args.data_path, args.eval_data_path, getattr(args, "sft_only_data_path", []), args.data_split,
-                   phase, args.eval_fraction, args.seed, fields, args.train_split, args.eval_split, columns,
-                   args.on_bad_row)
+                   phase, args.eval_fraction, args.seed, fields, args.train_split, args.eval_split,
+                   column_map(args), args.on_bad_row)
+
+
+def column_map(args: argparse.Namespace) -> dict[str, str]:
+    """--prompt_column and friends, as our field name -> the source's column name."""
+    return {name: getattr(args, f"{name}_column") for name in FIELDS if getattr(args, f"{name}_column")}
 
 
 @dataclass
@@ -122,9 +126,30 @@ def _train_and_eval(splits: Splits, spec: DataSpec, source: str, with_eval: bool
 
 
 def _drop_identical(rows: list[Row], report: DataReport) -> list[Row]:
-    kept = [r for r in rows if r["chosen"] != r.get("rejected")]
+    kept = [r for r in rows if "rejected" not in r or r["chosen"] != r["rejected"]]
     report.identical_pairs_skipped += len(rows) - len(kept)
     return kept
+
+
+def _eval_source(name: str, spec: DataSpec, checker: RowChecker, report: DataReport) -> list[Row]:
+    """An eval-only source's rows: --eval_split, else its test or validation split, else all of its rows."""
+    splits, ties = read_source(name, spec.fields, checker)
+    report.rows_read[f"{name} (eval)"] = {split: len(rows) for split, rows in splits.items()}
+    report.ties_skipped += ties
+    chosen = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits), "train")
+    return _select(splits, chosen, name)[0]
+
+
+def load_eval_rows(spec: DataSpec) -> tuple[list[Row], DataReport]:
+    """Rows to evaluate a trained model on (rw_eval.py): each of spec.data_path read as an eval source."""
+    report = DataReport()
+    checker = RowChecker(spec.on_bad_row, spec.columns)
+    rows = _drop_identical([r for name in spec.data_path for r in _eval_source(name, spec, checker, report)], report)
+    report.bad_rows_skipped, report.bad_row_examples = checker.skipped, checker.examples
+    if not rows:
+        raise UserError(f"no pairs to evaluate in {' '.join(spec.data_path)}")
+    report.eval_rows = len(rows)
+    return rows, report
 
 
 def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
@@ -147,11 +172,7 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
         train += _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
         evals += held
     for name in spec.eval_data_path or []:
-        splits, ties = read_source(name, spec.fields, checker)
-        report.rows_read[f"{name} (eval)"] = {split: len(rows) for split, rows in splits.items()}
-        report.ties_skipped += ties
-        chosen = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits), "train")
-        evals += _select(splits, chosen, name)[0]
+        evals += _eval_source(name, spec, checker, report)
     report.bad_rows_skipped, report.bad_row_examples = checker.skipped, checker.examples
     train, evals = _drop_identical(train, report), _drop_identical(evals, report)
     if not train:

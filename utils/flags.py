@@ -3,11 +3,26 @@ from __future__ import annotations
 
 import argparse
 
-import deepspeed
 from transformers import SchedulerType
 
 from utils.sources import FIELDS, SOURCES_HELP
 from utils.formatting import TEMPLATES
+
+
+def reading_flags(group: argparse._ArgumentGroup, eval_help: str) -> None:
+    """How rows are read and written as text: shared by the training steps and rw_eval.py."""
+    group.add_argument("--eval_split", default=None,
+                       help="Hugging Face split string of the eval rows, e.g. 'test[6275:]'. " + eval_help)
+    for name in FIELDS:
+        group.add_argument(f"--{name}_column", default=None,
+                           help=f"The column of local files and datasets that holds the {name} (default: {name}).")
+    group.add_argument("--on_bad_row", choices=["error", "skip"], default="error",
+                       help="A malformed, mistyped, empty or non-UTF-8 row, or a pair whose transcripts differ "
+                            "before the last answer: stop with its file and line, or skip it and count it. "
+                            "Default: %(default)s")
+    group.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
+                       help="How prompt and answer become text: " + "; ".join(
+                           f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))
 
 
 def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
@@ -22,24 +37,13 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data.add_argument("--train_split", default="train",
                       help="Hugging Face split string of the rows to train on, e.g. 'train+test[:6275]'. "
                            "Default: %(default)s")
-    data.add_argument("--eval_split", default=None,
-                      help="Split string of the eval rows, e.g. 'test[6275:]'. Default: the source's test or "
-                           "validation split, or else a held-out --eval_fraction of the train rows.")
-    for name in FIELDS:
-        data.add_argument(f"--{name}_column", default=None,
-                          help=f"The column of local files and datasets that holds the {name} (default: {name}).")
-    data.add_argument("--on_bad_row", choices=["error", "skip"], default="error",
-                      help="A malformed, mistyped, empty or non-UTF-8 row, or a pair whose transcripts differ before "
-                           "the last answer: stop with its file and line, or skip it and count it. "
-                           "Default: %(default)s")
+    reading_flags(data, eval_help="Default: the source's test or validation split, or else a held-out "
+                                  "--eval_fraction of the train rows.")
     data.add_argument("--eval_fraction", type=float, default=0.1,
                       help="Share of rows held out for eval from sources without a test split. Default: %(default)s")
     data.add_argument("--data_output_path", default="/tmp/data_files/",
                       help="Where tokenized data is cached (Arrow files, keyed by the rows, tokenizer and settings), "
                            "so that a rerun skips tokenization. Default: %(default)s")
-    data.add_argument("--template", choices=sorted(TEMPLATES), default="dschat",
-                      help="How prompt and answer become text: " + "; ".join(
-                          f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))
     data.add_argument("--add_eot_token", action="store_true",
                       help="Make --eot_token one special token and the EOS that ends every text (DeepSpeed-Chat).")
     data.add_argument("--eot_token", default="<|endoftext|>", help="Default: %(default)s")
@@ -82,6 +86,8 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                         help="Compute the loss in fp32 when training in fp16/bf16.")
     engine.add_argument("--enable_tensorboard", action="store_true")
     engine.add_argument("--tensorboard_path", default=f"step{step}_tensorboard")
+    import deepspeed  # here, so that rw_eval.py, which shares reading_flags, does not pay for importing it
+
     deepspeed.add_config_arguments(parser)
 
 

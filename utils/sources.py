@@ -81,7 +81,7 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
     if not isinstance(record, dict):
         checker.bad(where, f"expected an object with fields {', '.join(fields)}")
         return None
-    values = {name: record.get(checker.column(name)) for name in FIELDS}
+    values = {name: record.get(checker.column(name)) for name in dict.fromkeys(FIELDS + fields)}
     if _is_messages(values["chosen"]) or (values["prompt"] is None and checker.column("chosen") in record):
         # whole conversations (a prompt column beside them, as in UltraFeedback, repeats their first turns)
         try:

@@ -1,0 +1,73 @@
+"""Scoring texts with any Hugging Face reward-model directory, batched with padding only to each batch's longest."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from utils.errors import UserError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _checked_config(model_dir: str):
+    """Refuse what is not a one-label reward model before loading weights: scoring with a random head is the
+    failure DeepSpeed-Chat's users met without any message."""
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a reward model from '{model_dir}': {err}") from None
+    architectures = config.architectures or []
+    if architectures and not any("SequenceClassification" in a for a in architectures):
+        raise UserError(f"'{model_dir}' is a {', '.join(architectures)}, not a reward model: it has no score head. "
+                        "Train one with step 2, or give a *ForSequenceClassification directory")
+    if config.num_labels != 1:
+        raise UserError(f"'{model_dir}' has {config.num_labels} labels; a reward model has one (num_labels=1)")
+    return config
+
+
+class RewardScorer:
+    def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu") -> None:
+        self.model_dir, self.device = model_dir, device
+        self.config = _checked_config(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=DTYPES[dtype], output_loading_info=True)
+        head = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier", "v_head")]
+        if head:
+            raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
+                            "scores would be random")
+        self.model = model.to(device).eval()
+
+    @torch.no_grad()
+    def score(self, texts: list[str], batch_size: int) -> tuple[list[float], list[int]]:
+        """Each text's score and token count. Texts are batched by length, so padding stays rare; a tokenizer
+        without a pad token scores one text at a time, as the model's pooling needs a pad id to find the end."""
+        if self.tokenizer.pad_token is None:
+            batch_size = 1
+        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        scores = [0.0] * len(texts)
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        for batch in tqdm(batches, desc="scoring", disable=not sys.stderr.isatty() or len(batches) < 2):
+            enc = self.tokenizer([texts[i] for i in batch], padding=True, return_tensors="pt").to(self.device)
+            for i, value in zip(batch, self.model(**enc).logits[:, 0].float().tolist()):
+                scores[i] = value
+        return scores, lengths
+
+    def check_pipeline(self, texts: list[str], scores: list[float], tolerance: float = 1e-4) -> float:
+        """Re-score through transformers.pipeline, as downstream users will; any difference over tolerance is an
+        error. Returns the largest difference."""
+        scorer = pipeline("text-classification", model=self.model_dir, function_to_apply="none", device=self.device)
+        again = [out["score"] for out in scorer(texts, batch_size=1)]
+        worst = max(abs(a - b) for a, b in zip(again, scores))
+        if worst > tolerance:
+            raise UserError(f"--check_pipeline: pipeline() scores differ from rw_eval's by up to {worst:.3g} "
+                            f"(over {tolerance:g}); the tokenizer or config.pad_token_id saved in "
+                            f"'{self.model_dir}' do not reproduce the scoring")
+        return worst
