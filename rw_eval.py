@@ -59,8 +59,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
-    if len(args.prompt) != len(args.answer):
-        raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
     rows = list(zip(args.prompt, args.answer))
     if args.input:
         spec = DataSpec([args.input], fields=("prompt", "answer"), on_bad_row=args.on_bad_row)
@@ -71,6 +69,8 @@ def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
 @exit_on_user_error
 def main() -> None:
     args = _parser().parse_args()
+    if len(args.prompt) != len(args.answer):
+        raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
     scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device)
