@@ -25,12 +25,26 @@ def init_distributed() -> None:
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    if not dist.is_initialized():
-        deepspeed.init_distributed()
     from deepspeed.accelerator import get_accelerator
 
+    if get_accelerator().device_name() == "cpu":
+        _skip_shm_all_reduce_build()
+    if not dist.is_initialized():
+        deepspeed.init_distributed()
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(local_rank())
+
+
+def _skip_shm_all_reduce_build() -> None:
+    """Keep DeepSpeed from JIT-building its CPU shared-memory all-reduce, which only inference uses.
+
+    Every process takes a file lock in ~/.cache/torch_extensions to check that build; a process killed while holding
+    it (a preempted or SIGKILLed run) leaves the lock behind, and every later run then waits on it forever.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def rank() -> int:
