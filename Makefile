@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	bash scripts/demo.sh
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers; a file stays on one, sharing its fixtures
 
 clean:
 	rm -rf $(VENV) demo_output

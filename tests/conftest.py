@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,17 @@ def pair_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_jsonl(base / "train.jsonl", rows[:256]), write_jsonl(base / "eval.jsonl", rows[256:])
 
 
+def free_port() -> str:
+    """A port no one listens on now, so that runs in parallel test workers never share a rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed",
              check: bool = True) -> subprocess.CompletedProcess:
     """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
-    port = str(29500 + os.getpid() % 1000)
+    port = free_port()
     if nproc == 1:
         cmd = [sys.executable, str(script)]
     elif launcher == "deepspeed":
