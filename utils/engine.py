@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 from itertools import islice
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import deepspeed
@@ -16,6 +19,8 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from utils import distributed as dist
+from utils.checkpoint import CHECKPOINTS, LATEST, Position, load_checkpoint, save_checkpoint
+from utils.errors import Preempted, UserError
 from utils.run_log import RunLog
 
 Batch = dict[str, torch.Tensor]
@@ -36,11 +41,26 @@ def zero3_loading(ds_config: dict[str, Any]) -> object | None:
     return HfDeepSpeedConfig(ds_config)
 
 
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way, so a resumed run reads exactly the batches it had left."""
+
+    skip = 0  # this rank's samples to leave out at the start of the next epoch
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
 def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int) -> DataLoader:
     """Each rank reads every world_size-th sample of one seeded permutation, so the global batch does not depend
     on the number of processes."""
-    sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    sampler = ResumableSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=seed)
+    # Its own generator: each new iterator draws a seed from it, which would otherwise shift the global RNG (and
+    # the dropout masks) of a run resumed mid-epoch.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset: list, batch_size: int, collate: Callable) -> DataLoader:
@@ -106,30 +126,112 @@ def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, 
     return metrics
 
 
+class _Preemption:
+    """SIGTERM and SIGUSR1 (what SLURM sends before it kills a job) ask the loop to stop after its current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def _non_finite_loss(loss: torch.Tensor, engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
+                     log: RunLog, skipped: int) -> bool:
+    """Whether to skip this micro-batch (--on_nan skip); --on_nan stop raises instead.
+
+    Every rank takes part, so that all of them skip together, or their collectives would part.
+    """
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
+    if dist.sum_across_ranks(bad).item() == 0:
+        return False
+    step = engine.global_steps + 1
+    if args.on_nan == "stop":
+        raise UserError(f"step {step}: the loss is not finite (nan or inf); {_last_checkpoint(args)}. Lower "
+                        "--learning_rate, use --dtype bf16 or fp32, or --on_nan skip")
+    log.info(f"step {step}: skipped a micro-batch with a non-finite loss ({skipped + 1} so far)")
+    return True
+
+
+def _plain_grad_norm(engine: deepspeed.DeepSpeedEngine) -> float | None:
+    """The gradient norm of the step about to be taken, where DeepSpeed will not report one (fp32 without ZeRO)."""
+    if hasattr(engine.optimizer, "_global_grad_norm") or not engine.is_gradient_accumulation_boundary():
+        return None
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).item() if grads else None
+
+
+def _checked_grad_norm(engine: deepspeed.DeepSpeedEngine, plain_norm: float | None,
+                       args: argparse.Namespace) -> float | None:
+    """The norm of the step just taken; a non-finite one stops the run, except under fp16, whose overflow steps
+    DeepSpeed skips itself (and counts)."""
+    norm = engine.get_global_grad_norm() if plain_norm is None else plain_norm
+    norm = None if norm is None else float(norm)  # ZeRO's is a tensor
+    if norm is not None and not math.isfinite(norm) and not engine.fp16_enabled():
+        raise UserError(f"step {engine.global_steps}: the gradient norm is {norm}, and the update is applied, so "
+                        f"the weights are lost; {_last_checkpoint(args)}. Resume from it (--resume) with a lower "
+                        "--learning_rate")
+    return norm
+
+
+def _last_checkpoint(args: argparse.Namespace) -> str:
+    latest = Path(args.output_dir) / CHECKPOINTS / LATEST
+    if latest.is_file():
+        return f"the last good checkpoint is {latest.parent / latest.read_text().strip()}"
+    return "no checkpoint was saved yet (see --save_interval)"
+
+
 def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.Namespace, loss_fn: LossFn,
-          evaluate: EvalFn, log: RunLog) -> dict[str, float]:
-    """Evaluate, train for --num_train_epochs with periodic evals, and return the final evaluation."""
+          evaluate: EvalFn, log: RunLog, resume: tuple[Path, Position] | None = None) -> dict[str, float]:
+    """Evaluate, train for --num_train_epochs with periodic evals and checkpoints, and return the final evaluation.
+
+    A resumed run restores the checkpoint and continues on the batches an uninterrupted run would have read next.
+    """
     total = optimizer_steps(loader, args)
-    _evaluate(engine, evaluate, log, step=0)
-    bar = tqdm(total=total, desc="train", disable=not dist.is_main(), dynamic_ncols=True,
+    position = Position(0, 0)
+    engine.train()  # from_pretrained leaves the model in eval mode, dropout off
+    if resume is not None:
+        load_checkpoint(engine, resume[0])
+        position = resume[1]
+        log.info(f"resumed from {resume[0]} at step {position.step}")
+    else:
+        _evaluate(engine, evaluate, log, step=0)
+    preemption = _Preemption()
+    bar = tqdm(total=total, initial=position.step, desc="train", disable=not dist.is_main(), dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)  # logs get a line every 30 s, not every step
     window: dict[str, list[float]] = {}
+    consumed, skipped = position.micro_batches, position.skipped_losses
+    per_epoch = len(loader)
     started = time.perf_counter()
-    for epoch in range(args.num_train_epochs):
+    for epoch in range(consumed // per_epoch, args.num_train_epochs):
         loader.sampler.set_epoch(epoch)
+        loader.sampler.skip = (consumed - epoch * per_epoch) * args.per_device_train_batch_size
         for batch in loader:
+            consumed += 1
             batch = {k: v.to(engine.device) for k, v in batch.items()}
             loss, stats = loss_fn(engine, batch)
+            if _non_finite_loss(loss, engine, args, log, skipped):
+                skipped += 1
+                continue
             engine.backward(loss)
             before = engine.global_steps
+            plain_norm = _plain_grad_norm(engine)
             engine.step()
             for key, value in {"loss": loss.item(), **stats}.items():
                 window.setdefault(key, []).append(value)
             if engine.global_steps == before:
                 continue  # still accumulating gradients
             step = engine.global_steps
-            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()})
-            metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started)
+            norm = _checked_grad_norm(engine, plain_norm, args)
+            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}
+                                             | {"stop": float(preemption.requested)})  # one rank signalled is enough
+            stop = metrics.pop("stop") > 0 and step < total  # a request at the last step lets the run finish
+            metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started,
+                           fp16_overflow_skips=engine.skipped_steps, skipped_losses=skipped)
+            if norm is not None:
+                metrics["grad_norm"] = norm
             window.clear()
             log.record("train", step, metrics)
             if args.print_loss:
@@ -137,6 +239,11 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             bar.update(1)
             shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()}
             bar.set_postfix(shown, refresh=False)
+            if args.save_interval and step % args.save_interval == 0 or stop:
+                path = save_checkpoint(engine, args, Position(step, consumed, skipped))
+                log.info(f"checkpoint saved: {path}")
+                if stop:
+                    raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")
             if args.eval_interval and step % args.eval_interval == 0 and step < total:
                 _evaluate(engine, evaluate, log, step)
     bar.close()

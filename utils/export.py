@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
+from utils.errors import UserError
+
+FINISHED = "eval_results.json"  # written last by a run that completed
 
 
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -31,13 +36,25 @@ def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.
 
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, zero_stage: int,
                  extra_files: dict[str, Any] | None = None) -> None:
-    """config.json, model.safetensors and the full tokenizer, loadable by from_pretrained and pipeline()."""
+    """config.json, model.safetensors and the full tokenizer, loadable by from_pretrained and pipeline().
+
+    Everything is written to a temporary folder first and then moved in, FINISHED last: a crash or a full disk
+    never leaves a half-written model that looks finished, and files already there stay until replaced.
+    """
     state = full_state_dict(model, zero_stage)
     if is_main():
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out, state_dict=state)
-        tokenizer.save_pretrained(out)
-        for name, content in (extra_files or {}).items():
-            (out / name).write_text(json.dumps(content, indent=2, default=str) + "\n")
+        tmp = out / ".tmp-export"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            model.save_pretrained(tmp, state_dict=state)
+            tokenizer.save_pretrained(tmp)
+            for name, content in (extra_files or {}).items():
+                (tmp / name).write_text(json.dumps(content, indent=2, default=str) + "\n")
+            for path in sorted(tmp.iterdir(), key=lambda p: p.name == FINISHED):
+                os.replace(path, out / path.name)
+            tmp.rmdir()
+        except OSError as err:
+            raise UserError(f"cannot write the model to {out}: {err}") from None
     barrier()

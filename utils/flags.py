@@ -58,6 +58,8 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     model.add_argument("--dropout", type=float, default=None,
                        help="Set the model's dropout probabilities; default: keep the model's own.")
     model.add_argument("--gradient_checkpointing", action="store_true")
+    model.add_argument("--trust_remote_code", action="store_true",
+                       help="Run code that a hub model ships with it (off: only transformers' own code runs).")
 
     train = parser.add_argument_group("training")
     train.add_argument("--per_device_train_batch_size", type=int, default=16)
@@ -75,6 +77,21 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                        help="Evaluate every N optimizer steps (0: only before and after training).")
     train.add_argument("--eval_iters", type=int, default=100, help="At most this many eval batches per evaluation.")
     train.add_argument("--print_loss", action="store_true", help="Print the loss of every optimizer step.")
+
+    saving = parser.add_argument_group("checkpoints and resume")
+    saving.add_argument("--save_interval", type=int, default=0,
+                        help="Save a checkpoint every N optimizer steps under OUTPUT_DIR/checkpoints (0: never; a "
+                             "SIGTERM or SIGUSR1 still saves one before the run stops).")
+    saving.add_argument("--save_total_limit", type=int, default=2, help="Keep the newest N checkpoints.")
+    saving.add_argument("--resume", action="store_true",
+                        help="Continue from the latest complete checkpoint in --output_dir (a fresh start if none).")
+    saving.add_argument("--resume_from", default=None, help="Continue from this checkpoint directory.")
+    saving.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Allow an --output_dir that holds a finished run; its files are replaced.")
+    saving.add_argument("--on_nan", choices=["stop", "skip"], default="stop",
+                        help="A non-finite loss: stop, naming the last good checkpoint, or skip that micro-batch and "
+                             "count it. A non-finite gradient norm always stops (fp16 overflows are DeepSpeed's to "
+                             "skip, and are counted). Default: %(default)s")
 
     engine = parser.add_argument_group("DeepSpeed engine")
     engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")

@@ -36,15 +36,15 @@ def _append_eos(tokenizer: PreTrainedTokenizerBase) -> None:
     backend.post_processor = append if current is None else processors.Sequence([current, append])
 
 
-def load_tokenizer(name: str, score_token: str, append_eos: bool, eot_token: str | None = None
-                   ) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, score_token: str, append_eos: bool, eot_token: str | None = None,
+                   trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer with the pad rule for `score_token`, right padding, and optionally EOS appended to every text.
 
     first_pad reproduces DeepSpeed-Chat (pad = EOS). Otherwise a missing pad, or a pad that is the EOS, is replaced
     by a dedicated pad token: pad = EOS would hide the scored EOS from the model's own pooling.
     `eot_token` (DeepSpeed-Chat's --add_eot_token) becomes a single special token and the EOS that ends every text.
     """
-    tokenizer = _load("tokenizer", AutoTokenizer.from_pretrained, name)
+    tokenizer = _load("tokenizer", AutoTokenizer.from_pretrained, name, trust_remote_code=trust_remote_code)
     if not tokenizer.is_fast:
         raise UserError(f"'{name}' has no fast (tokenizers) tokenizer, which the EOS and offset rules need")
     if eot_token is not None:
@@ -91,16 +91,17 @@ def _set_dropout(config: PretrainedConfig, dropout: float) -> None:
 
 
 def _load_model(auto_class, name: str, tokenizer: PreTrainedTokenizerBase, dropout: float | None,
-                gradient_checkpointing: bool, **config_updates) -> PreTrainedModel:
+                gradient_checkpointing: bool, trust_remote_code: bool, **config_updates) -> PreTrainedModel:
     """Any auto class's model in fp32 (DeepSpeed casts it), its embeddings sized for the tokenizer's added tokens."""
-    config = _load("config", AutoConfig.from_pretrained, name)
+    config = _load("config", AutoConfig.from_pretrained, name, trust_remote_code=trust_remote_code)
     for key, value in config_updates.items():
         setattr(config, key, value)
     if dropout is not None:
         _set_dropout(config, dropout)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*newly initialized.*")
-        model = _load("weights", auto_class.from_pretrained, name, config=config, dtype=torch.float32)
+        model = _load("weights", auto_class.from_pretrained, name, config=config, dtype=torch.float32,
+                      trust_remote_code=trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -110,17 +111,17 @@ def _load_model(auto_class, name: str, tokenizer: PreTrainedTokenizerBase, dropo
 
 
 def load_reward_model(name: str, tokenizer: PreTrainedTokenizerBase, dropout: float | None,
-                      gradient_checkpointing: bool) -> PreTrainedModel:
+                      gradient_checkpointing: bool, trust_remote_code: bool = False) -> PreTrainedModel:
     """A one-label sequence-classification model on any causal-LM backbone (a step-1 output included); its own
     pooling finds the scored token through config.pad_token_id."""
     return _load_model(AutoModelForSequenceClassification, name, tokenizer, dropout, gradient_checkpointing,
-                       num_labels=1, id2label={0: "reward"}, label2id={"reward": 0})
+                       trust_remote_code, num_labels=1, id2label={0: "reward"}, label2id={"reward": 0})
 
 
 def load_causal_lm(name: str, tokenizer: PreTrainedTokenizerBase, dropout: float | None,
-                   gradient_checkpointing: bool) -> PreTrainedModel:
+                   gradient_checkpointing: bool, trust_remote_code: bool = False) -> PreTrainedModel:
     """A causal LM whose generation stops at the EOS that training appended, and pads with the tokenizer's pad."""
-    model = _load_model(AutoModelForCausalLM, name, tokenizer, dropout, gradient_checkpointing)
+    model = _load_model(AutoModelForCausalLM, name, tokenizer, dropout, gradient_checkpointing, trust_remote_code)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from utils import distributed as dist
 from utils.cache import cached, fingerprint, tokenizer_fingerprint
+from utils.checkpoint import CHECKPOINTS, Position, find_checkpoint
 from utils.data import DataSpec, load_rows
 from utils.data_report import build_report, table, write_report
 from utils.ds_config import deepspeed_config, resolve_dtype
 from utils.encoding import EncodeReport
 from utils.engine import on_gpu, zero3_loading
 from utils.errors import UserError
-from utils.export import export_model
+from utils.export import FINISHED, export_model
 from utils.run_log import RunLog
 from utils.sources import Row
 
@@ -28,6 +32,7 @@ class Run:
     ds_config: dict[str, Any]
     log: RunLog
     zero3: object | None  # lets from_pretrained load ZeRO-3 partitions; must stay alive until the export
+    resume: tuple[Path, Position] | None = None  # the checkpoint to continue from
 
     def encoded_data(self, spec: DataSpec, tokenizer: PreTrainedTokenizerBase, encode: Encoder, kind: str,
                      **settings: Any) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]], EncodeReport]:
@@ -73,11 +78,52 @@ class Run:
         dist.shutdown()
 
 
+def _check_output_dir(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, an output dir that cannot be written or whose run would be lost.
+
+    A finished run (FINISHED is there) or an unfinished one's checkpoints are replaced only on
+    --overwrite_output_dir; --resume continues the unfinished one, and has nothing to do for a finished one.
+    """
+    out = Path(args.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--output_dir {out} is not writable: {err}") from None
+    if args.save_interval < 0 or args.save_total_limit < 1:
+        raise UserError("--save_interval must be 0 (off) or more, and --save_total_limit at least 1")
+    resuming = args.resume or args.resume_from
+    if args.overwrite_output_dir:
+        if not resuming:
+            dist.barrier()  # every rank has looked at the folder before rank 0 clears it
+            if dist.is_main():
+                shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        return
+    if (out / FINISHED).exists():
+        if resuming:
+            if dist.is_main():
+                print(f"--output_dir {out} holds a finished run ({FINISHED} is there): nothing to resume", flush=True)
+            dist.shutdown()
+            raise SystemExit(0)
+        raise UserError(f"--output_dir {out} holds a finished run ({FINISHED} is there): pass "
+                        "--overwrite_output_dir to replace it, or choose another --output_dir")
+    if not resuming and any((out / CHECKPOINTS).glob("step*")):
+        raise UserError(f"--output_dir {out} holds the checkpoints of an unfinished run: pass --resume to continue "
+                        "it, or --overwrite_output_dir to start over")
+
+
 def start_run(args: argparse.Namespace) -> Run:
-    """Check the precision, join the process group, build the DeepSpeed config, seed, and open the log."""
+    """Check the configuration, join the process group, build the DeepSpeed config, seed, and open the log."""
     dtype = resolve_dtype(args.dtype, on_gpu())
     dist.init_distributed()
     ds_config = deepspeed_config(args, dist.world_size(), dtype)
+    _check_output_dir(args)
+    resume = find_checkpoint(args)
     set_seed(args.seed)
-    log = RunLog(args.output_dir, args.tensorboard_path if args.enable_tensorboard else None)
-    return Run(args, ds_config, log, zero3_loading(ds_config))
+    log = RunLog(args.output_dir, args.tensorboard_path if args.enable_tensorboard else None,
+                 resumed_at=resume[1].step if resume else None)
+    if args.resume and resume is None:
+        log.info(f"--resume: no checkpoint in {Path(args.output_dir) / 'checkpoints'} yet; starting from the beginning")
+    return Run(args, ds_config, log, zero3_loading(ds_config), resume)

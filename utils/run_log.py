@@ -12,13 +12,20 @@ from utils.distributed import is_main
 
 
 class RunLog:
-    def __init__(self, output_dir: str | Path, tensorboard_dir: str | Path | None = None) -> None:
+    def __init__(self, output_dir: str | Path, tensorboard_dir: str | Path | None = None,
+                 resumed_at: int | None = None) -> None:
+        """A new run starts a new log; a resumed one keeps the lines up to its checkpoint's step, as the steps
+        after it are run again."""
         self.enabled = is_main()
         self.path = Path(output_dir) / "metrics.jsonl"
         self.board = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")  # a new run starts a new log
+            kept = []
+            if resumed_at is not None and self.path.exists():
+                kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                        if json.loads(line)["step"] <= resumed_at]
+            self.path.write_text("".join(kept))
             if tensorboard_dir is not None:
                 from torch.utils.tensorboard import SummaryWriter
 

@@ -21,7 +21,8 @@ def main() -> None:
 
     # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
-                               eot_token=args.eot_token if args.add_eot_token else None)
+                               eot_token=args.eot_token if args.add_eot_token else None,
+                               trust_remote_code=args.trust_remote_code)
 
     def encode(rows: list[Row], split: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
         whole = args.packing and split == "train"  # packed texts span blocks; eval is never packed
@@ -39,12 +40,14 @@ def main() -> None:
 
     collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id)
     loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed)
-    model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing)
+    model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
+                           args.trust_remote_code)
     engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))
 
     objective = SFTObjective(args.compute_fp32_loss)
     evals = eval_loader(eval_texts, args.per_device_eval_batch_size, collate)
-    final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters), run.log)
+    final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters),
+                  run.log, run.resume)
     run.finish(model, tokenizer, final)
     run.log.info(f"causal LM exported to {args.output_dir}")
     run.log.info(f"perplexity={final['perplexity']:.4f}")

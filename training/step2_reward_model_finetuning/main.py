@@ -21,7 +21,8 @@ def main() -> None:
     run = start_run(args)
 
     tokenizer = load_tokenizer(args.model_name_or_path, args.score_token, append_eos=True,
-                               eot_token=args.eot_token if args.add_eot_token else None)
+                               eot_token=args.eot_token if args.add_eot_token else None,
+                               trust_remote_code=args.trust_remote_code)
     num_padding = resolve_num_padding(tokenizer, args.num_padding_at_beginning, args.score_token,
                                       args.model_name_or_path)
     encode = functools.partial(encode_pairs, tokenizer=tokenizer, template=args.template,
@@ -32,13 +33,15 @@ def main() -> None:
 
     collate = functools.partial(collate_pairs, pad_id=tokenizer.pad_token_id)
     loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed)
-    model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing)
+    model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
+                              args.trust_remote_code)
     engine = build_engine(RewardModel(model), args, run.ds_config, optimizer_steps(loader, args))
 
     objective = RewardObjective(args.score_token, tokenizer.pad_token_id, num_padding, args.loss,
                                 args.center_rewards_coefficient, args.compute_fp32_loss)
     evals = eval_loader(eval_pairs, args.per_device_eval_batch_size, collate)
-    final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters), run.log)
+    final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters),
+                  run.log, run.resume)
     run.finish(model, tokenizer, final, num_padding_at_beginning=num_padding)
     run.log.info(f"reward model exported to {args.output_dir}")
     run.log.info(f"accuracy={final['accuracy']:.4f}")
