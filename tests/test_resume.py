@@ -173,6 +173,7 @@ def test_a_crash_inside_a_checkpoint_write_resumes_from_the_previous_one(opt_dir
     proc = run_step2(_args(opt_dir, pair_files, out, "--resume"))
     assert "resumed from" in proc.stdout and "at step 16" in proc.stdout
     _same_run(out, reference)
+    assert not list(checkpoints.glob(".tmp-*"))  # the next save cleared the leftover
 
 
 DISK_FULL_IN_SECOND_SAVE = """

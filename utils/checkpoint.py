@@ -49,8 +49,9 @@ def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
     root = Path(args.output_dir) / CHECKPOINTS
     final, tmp = root / f"step{position.step}", root / f".tmp-step{position.step}"
     try:
-        if dist.is_main() and tmp.exists():
-            shutil.rmtree(tmp)  # left by a crash: never complete, never pointed to
+        if dist.is_main():
+            for stale in root.glob(".tmp-step*"):  # left by a crash: never complete, never pointed to
+                shutil.rmtree(stale)
         dist.barrier()
         engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False)
         rng = {"cpu": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available()
