@@ -22,7 +22,6 @@ from utils.errors import UserError
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 POSITION = "position.json"  # written last: a checkpoint without it is incomplete
-MUST_MATCH = ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps", "zero_stage")
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,10 @@ def _setup(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _complete(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest written first: after a --resume_from an earlier one, a higher step number is
+    not the newer checkpoint."""
     found = [p for p in root.glob("step*") if (p / POSITION).is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name[4:]))
+    return sorted(found, key=lambda p: (p / POSITION).stat().st_mtime_ns)
 
 
 def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace, position: Position) -> Path:
@@ -65,7 +66,7 @@ def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
             os.rename(tmp, final)
             (root / ".latest.tmp").write_text(final.name)
             os.replace(root / ".latest.tmp", root / LATEST)
-            for old in _complete(root)[:-max(1, args.save_total_limit)]:
+            for old in _complete(root)[:-args.save_total_limit]:  # the one just written is the newest
                 shutil.rmtree(old)
     except OSError as err:
         raise UserError(f"cannot write the checkpoint {final}: {err}; the previous checkpoints are untouched") from None
@@ -74,16 +75,20 @@ def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
 
 
 def find_checkpoint(args: argparse.Namespace) -> tuple[Path, Position] | None:
-    """The checkpoint to resume from, checked before anything is loaded: --resume_from PATH, or --resume's latest."""
+    """The checkpoint to resume from, checked before anything is loaded: --resume_from PATH, or --resume's latest
+    (or the newest complete one, should latest name one that is gone)."""
     if args.resume_from:
         path = Path(args.resume_from)
         if not (path / POSITION).is_file():
             raise UserError(f"--resume_from {path}: not a complete checkpoint (no {POSITION})")
     elif args.resume:
         root = Path(args.output_dir) / CHECKPOINTS
-        if not (root / LATEST).is_file():
-            return None
-        path = root / (root / LATEST).read_text().strip()
+        path = root / (root / LATEST).read_text().strip() if (root / LATEST).is_file() else None
+        if path is None or not (path / POSITION).is_file():  # a crash while a step was saved twice
+            complete = _complete(root)
+            if not complete:
+                return None
+            path = complete[-1]
     else:
         return None
     saved = json.loads((path / POSITION).read_text())

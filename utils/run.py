@@ -125,5 +125,5 @@ def start_run(args: argparse.Namespace) -> Run:
     log = RunLog(args.output_dir, args.tensorboard_path if args.enable_tensorboard else None,
                  resumed_at=resume[1].step if resume else None)
     if args.resume and resume is None:
-        log.info(f"--resume: no checkpoint in {Path(args.output_dir) / 'checkpoints'} yet; starting from the beginning")
+        log.info(f"--resume: no checkpoint in {Path(args.output_dir) / CHECKPOINTS} yet; starting from the beginning")
     return Run(args, ds_config, log, zero3_loading(ds_config), resume)

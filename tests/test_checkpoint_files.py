@@ -1,0 +1,55 @@
+"""Which checkpoints are kept, and which one --resume picks, whatever order they were written in."""
+import argparse
+import shutil
+from pathlib import Path
+
+from utils.checkpoint import Position, find_checkpoint, save_checkpoint
+
+
+class FolderOnlyEngine:
+    """Writes what DeepSpeed's save_checkpoint writes for a tag: a folder of files (no training needed)."""
+
+    def save_checkpoint(self, root: str, tag: str, save_latest: bool) -> None:
+        assert not save_latest  # `latest` is ours to write, after the rename
+        (Path(root) / tag).mkdir(parents=True)
+        (Path(root) / tag / "mp_rank_00_model_states.pt").write_text("weights")
+
+
+def _args(out, **overrides):
+    return argparse.Namespace(**{"output_dir": str(out), "save_total_limit": 2, "per_device_train_batch_size": 8,
+                                 "gradient_accumulation_steps": 1, "zero_stage": 0, "resume": True,
+                                 "resume_from": None} | overrides)
+
+
+def _save(out, step, **overrides):
+    return save_checkpoint(FolderOnlyEngine(), _args(out, **overrides), Position(step, step * 2))
+
+
+def test_rotation_keeps_the_newest_written_and_latest_names_the_last(tmp_path):
+    for step in (10, 20, 30):
+        _save(tmp_path, step)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step20", "step30"]
+    assert (root / "latest").read_text() == "step30"
+    path, position = find_checkpoint(_args(tmp_path))
+    assert path == root / "step30" and position == Position(30, 60)
+
+
+def test_after_resuming_from_an_earlier_checkpoint_the_new_one_is_kept(tmp_path):
+    for step in (20, 30):
+        _save(tmp_path, step)
+    _save(tmp_path, 25, save_total_limit=1)  # a run resumed from step20 saves step25: newer, though a lower step
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step25"]
+    assert find_checkpoint(_args(tmp_path))[0] == root / "step25"
+
+
+def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    _save(tmp_path, 10)
+    _save(tmp_path, 20)
+    root = tmp_path / "checkpoints"
+    shutil.rmtree(root / "step20")  # latest now names a checkpoint that is gone
+    (root / "step30").mkdir()  # and an incomplete one, without position.json, lies around
+    assert find_checkpoint(_args(tmp_path))[0] == root / "step10"
+    assert find_checkpoint(_args(tmp_path / "elsewhere")) is None
+    assert find_checkpoint(_args(tmp_path, resume=False)) is None
