@@ -1,9 +1,17 @@
-"""Which checkpoints are kept, and which one --resume picks, whatever order they were written in."""
+"""Which checkpoints are kept, which one --resume picks whatever order they were written in, and an export that
+fails half-way."""
 import argparse
+import errno
+import json
 import shutil
 from pathlib import Path
 
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from utils.checkpoint import Position, find_checkpoint, save_checkpoint
+from utils.errors import UserError
+from utils.export import export_model
 
 
 class FolderOnlyEngine:
@@ -53,3 +61,23 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     assert find_checkpoint(_args(tmp_path))[0] == root / "step10"
     assert find_checkpoint(_args(tmp_path / "elsewhere")) is None
     assert find_checkpoint(_args(tmp_path, resume=False)) is None
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(opt_dir, tmp_path, monkeypatch):
+    model = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(opt_dir)
+    out = tmp_path / "rm"
+    export_model(model, tokenizer, out, zero_stage=0, extra_files={"eval_results.json": {"accuracy": 0.5}})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(tokenizer), "save_pretrained", disk_full)
+    with pytest.raises(UserError, match=f"cannot write the model to {out}: .*No space left on device"):
+        export_model(model, tokenizer, out, zero_stage=0, extra_files={"eval_results.json": {"accuracy": 0.9}})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the partial copy is gone too
+    with pytest.raises(UserError):
+        export_model(model, tokenizer, tmp_path / "fresh", zero_stage=0, extra_files={"eval_results.json": {}})
+    assert not (tmp_path / "fresh" / "eval_results.json").exists()  # nothing there looks finished
+    assert json.loads((out / "eval_results.json").read_text()) == {"accuracy": 0.5}

@@ -56,5 +56,6 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
                 os.replace(path, out / path.name)
             tmp.rmdir()
         except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)  # frees what a full disk let through
             raise UserError(f"cannot write the model to {out}: {err}") from None
     barrier()
