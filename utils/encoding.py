@@ -118,21 +118,28 @@ def pack_blocks(examples: list[dict[str, list[int]]], block_size: int) -> list[d
             for i in range(0, len(ids), block_size)]
 
 
-def _right_pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+def _right_pad(seqs: list[list[int]], value: int, width: int | None = None) -> torch.Tensor:
+    out = torch.full((len(seqs), width or max(len(s) for s in seqs)), value, dtype=torch.long)
     for i, seq in enumerate(seqs):
         out[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out
 
 
-def collate_pairs(pairs: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen rows then rejected rows, right-padded to the longest of them: one forward pass for both."""
+def collate_pairs(pairs: list[dict[str, list[int]]], pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, right-padded to the longest of them (or to `width`, as DeepSpeed-Chat pads
+    to --max_seq_len): one forward pass for both."""
     seqs = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-    return {"input_ids": _right_pad(seqs, pad_id), "attention_mask": _right_pad([[1] * len(s) for s in seqs], 0)}
+    return {"input_ids": _right_pad(seqs, pad_id, width), "attention_mask": _right_pad([[1] * len(s) for s in seqs],
+                                                                                       0, width),
+            "num_tokens": torch.tensor(sum(map(len, seqs)))}
 
 
-def collate_sft(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded to the longest text of the batch; padding is masked from attention and from the labels."""
+def collate_sft(examples: list[dict[str, list[int]]], pad_id: int, width: int | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Right-padded to the longest text of the batch (or to `width`); padding is masked from attention and from
+    the labels."""
     seqs = [ex["input_ids"] for ex in examples]
-    return {"input_ids": _right_pad(seqs, pad_id), "attention_mask": _right_pad([[1] * len(s) for s in seqs], 0),
-            "labels": _right_pad([ex["labels"] for ex in examples], IGNORE)}
+    return {"input_ids": _right_pad(seqs, pad_id, width), "attention_mask": _right_pad([[1] * len(s) for s in seqs],
+                                                                                       0, width),
+            "labels": _right_pad([ex["labels"] for ex in examples], IGNORE, width),
+            "num_tokens": torch.tensor(sum(map(len, seqs)))}

@@ -14,7 +14,7 @@ import deepspeed
 import torch
 from deepspeed.accelerator import get_accelerator
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers import get_scheduler
 
@@ -22,6 +22,8 @@ from utils import distributed as dist
 from utils.checkpoint import CHECKPOINTS, LATEST, Position, load_checkpoint, save_checkpoint
 from utils.errors import Preempted, UserError
 from utils.run_log import RunLog
+from utils.sampling import TrainSampler
+from utils.throughput import Throughput, measured_peak_flops
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -41,22 +43,10 @@ def zero3_loading(ds_config: dict[str, Any]) -> object | None:
     return HfDeepSpeedConfig(ds_config)
 
 
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way, so a resumed run reads exactly the batches it had left."""
-
-    skip = 0  # this rank's samples to leave out at the start of the next epoch
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.skip:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.skip
-
-
-def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int) -> DataLoader:
-    """Each rank reads every world_size-th sample of one seeded permutation, so the global batch does not depend
-    on the number of processes."""
-    sampler = ResumableSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=seed)
+def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int,
+                 lengths: list[int] | None = None) -> DataLoader:
+    """Seeded global batches, the same for any number of processes; grouped by length when `lengths` is given."""
+    sampler = TrainSampler(len(dataset), batch_size, seed, dist.world_size(), dist.rank(), lengths)
     # Its own generator: each new iterator draws a seed from it, which would otherwise shift the global RNG (and
     # the dropout masks) of a run resumed mid-epoch.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
@@ -176,6 +166,13 @@ def _checked_grad_norm(engine: deepspeed.DeepSpeedEngine, plain_norm: float | No
     return norm
 
 
+def _peak_flops(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace) -> float:
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled() else torch.float32
+    return measured_peak_flops(engine.device, dtype)
+
+
 def _last_checkpoint(args: argparse.Namespace) -> str:
     latest = Path(args.output_dir) / CHECKPOINTS / LATEST
     if latest.is_file():
@@ -199,6 +196,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
     else:
         _evaluate(engine, evaluate, log, step=0)
     preemption = _Preemption()
+    throughput = Throughput(engine.module, _peak_flops(engine, args))
     bar = tqdm(total=total, initial=position.step, desc="train", disable=not dist.is_main(), dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)  # logs get a line every 30 s, not every step
     window: dict[str, list[float]] = {}
@@ -215,6 +213,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             if _non_finite_loss(loss, engine, args, log, skipped):
                 skipped += 1
                 continue
+            throughput.add(batch)
             engine.backward(loss)
             before = engine.global_steps
             plain_norm = _plain_grad_norm(engine)
@@ -225,11 +224,13 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                 continue  # still accumulating gradients
             step = engine.global_steps
             norm = _checked_grad_norm(engine, plain_norm, args)
-            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}
+            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()} | throughput.counts()
                                              | {"stop": float(preemption.requested)})  # one rank signalled is enough
             stop = metrics.pop("stop") > 0 and step < total  # a request at the last step lets the run finish
+            counts = {key: metrics.pop(key) * dist.world_size() for key in ("tokens", "positions")}
             metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started,
-                           fp16_overflow_skips=engine.skipped_steps, skipped_losses=skipped)
+                           fp16_overflow_skips=engine.skipped_steps, skipped_losses=skipped, **counts,
+                           **throughput.step(counts["tokens"], counts["positions"], dist.world_size()))
             if norm is not None:
                 metrics["grad_norm"] = norm
             window.clear()
@@ -237,7 +238,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             if args.print_loss:
                 log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
             bar.update(1)
-            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()}
+            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()} | {
+                "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
             bar.set_postfix(shown, refresh=False)
             if args.save_interval and step % args.save_interval == 0 or stop:
                 path = save_checkpoint(engine, args, Position(step, consumed, skipped))
@@ -246,5 +248,6 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                     raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")
             if args.eval_interval and step % args.eval_interval == 0 and step < total:
                 _evaluate(engine, evaluate, log, step)
+            throughput.restart()
     bar.close()
     return _evaluate(engine, evaluate, log, step=engine.global_steps)

@@ -78,6 +78,15 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     train.add_argument("--eval_iters", type=int, default=100, help="At most this many eval batches per evaluation.")
     train.add_argument("--print_loss", action="store_true", help="Print the loss of every optimizer step.")
 
+    speed = parser.add_argument_group("batching and speed")
+    speed.add_argument("--no_length_grouping", action="store_true",
+                       help="Batch rows in plain shuffled order; default: sort each seeded mega-batch of 64 batches by "
+                            "length, then shuffle the batches, so padding becomes rare.")
+    speed.add_argument("--pad_to_max_len", action="store_true",
+                       help="Pad every row to --max_seq_len, as DeepSpeed-Chat does (slower; for parity checks).")
+    speed.add_argument("--peak_tflops", type=float, default=None,
+                       help="Peak TFLOP/s of one device, for the logged MFU; default: measured by a matmul at start.")
+
     saving = parser.add_argument_group("checkpoints and resume")
     saving.add_argument("--save_interval", type=int, default=0,
                         help="Save a checkpoint every N optimizer steps under OUTPUT_DIR/checkpoints (0: never; a "
@@ -133,6 +142,9 @@ def _reward_flags(parser: argparse.ArgumentParser) -> None:
                              "mean over the tokens from the first differing token to the later end.")
     reward.add_argument("--center_rewards_coefficient", type=float, default=0.0,
                         help="Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred on 0.")
+    reward.add_argument("--no_shared_prompt", action="store_true",
+                        help="Run chosen and rejected as two sequences. Default: one row per pair that computes the "
+                             "shared prompt once (exact; used with --loss bt and --score_token end).")
 
 
 def sft_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,15 @@ class RewardModel(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """A (rows, width) padding mask, or a (rows, 1, width, width) boolean mask with position ids (shared-prompt
+        rows), which goes to the attention as an additive mask in the compute dtype, as transformers takes it."""
         backbone = getattr(self.model, self.model.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        if attention_mask.dim() == 4:
+            dtype = backbone.get_input_embeddings().weight.dtype
+            attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device
+                                         ).masked_fill(~attention_mask, torch.finfo(dtype).min)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
         return self.model.score(hidden).squeeze(-1)

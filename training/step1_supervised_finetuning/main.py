@@ -38,8 +38,10 @@ def main() -> None:
         run.log.info(f"packed {train_report.kept} training texts into {len(train_texts)} blocks of up to "
                      f"{args.max_seq_len} tokens")
 
-    collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id)
-    loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed)
+    collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id,
+                                width=args.max_seq_len if args.pad_to_max_len else None)
+    lengths = None if args.no_length_grouping else [len(text["input_ids"]) for text in train_texts]
+    loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed, lengths)
     model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                            args.trust_remote_code)
     engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))

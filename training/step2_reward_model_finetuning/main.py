@@ -4,14 +4,15 @@ from __future__ import annotations
 import functools
 
 from utils.data import DataSpec
-from utils.encoding import collate_pairs, encode_pairs
+from utils.encoding import encode_pairs
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import reward_parser
 from utils.model import load_reward_model, load_tokenizer, resolve_num_padding
 from utils.reward_model import RewardModel
-from utils.reward_training import RewardObjective
+from utils.reward_training import RewardObjective, pair_collate
 from utils.run import start_run
+from utils.shared_prompt import pair_row_length
 from utils.sources import FIELDS
 
 
@@ -31,8 +32,10 @@ def main() -> None:
         DataSpec.from_args(args, phase=1, fields=FIELDS), tokenizer, lambda rows, split: encode(rows), "step2-pairs",
         template=args.template, max_seq_len=args.max_seq_len, overlength=args.overlength)
 
-    collate = functools.partial(collate_pairs, pad_id=tokenizer.pad_token_id)
-    loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed)
+    collate, layout = pair_collate(args, tokenizer.pad_token_id)
+    run.log.info(f"batches: {layout}")
+    lengths = None if args.no_length_grouping else [pair_row_length(p) for p in train_pairs]
+    loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed, lengths)
     model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                               args.trust_remote_code)
     engine = build_engine(RewardModel(model), args, run.ds_config, optimizer_steps(loader, args))

@@ -1,0 +1,88 @@
+"""Shared-prompt rows give the scores, the loss and the gradients of the plain two-sequence computation, and
+length-grouped batches stay seeded, complete and independent of the number of processes."""
+import pytest
+import torch
+
+from utils.encoding import collate_pairs, encode_pairs
+from utils.model import load_reward_model, load_tokenizer
+from utils.reward_model import RewardModel
+from utils.reward_training import RewardObjective
+from utils.sampling import MEGA_BATCH, TrainSampler
+from utils.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
+from utils.synthetic import generate_pairs
+
+
+def test_the_shared_part_is_the_common_token_prefix_and_leaves_each_end_token():
+    assert shared_length([1, 2, 3, 9], [1, 2, 4, 9]) == 2
+    assert shared_length([1, 2, 9], [1, 2, 3, 4, 9]) == 2  # chosen is a prefix of rejected: its EOS stays its own
+    assert shared_length([1, 2, 9], [1, 2, 9]) == 2
+    batch = collate_shared_prompt([{"chosen": [5, 6, 7, 9], "rejected": [5, 6, 8, 8, 9]}, {"chosen": [4, 9],
+                                                                                          "rejected": [3, 9]}], 0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 9, 8, 8, 9], [4, 9, 3, 9, 0, 0, 0]]
+    assert batch["position_ids"].tolist()[0] == [0, 1, 2, 3, 2, 3, 4]
+    assert batch["score_index"].tolist() == [[3, 6], [1, 3]]
+    assert batch["num_tokens"].item() == 7 + 4
+    sees = batch["attention_mask"][0, 0].int().tolist()
+    assert sees[4] == [1, 1, 0, 0, 1, 0, 0]  # the rejected answer's first token: the prompt and itself
+    assert sees[3] == [1, 1, 1, 1, 0, 0, 0]  # the chosen end: the prompt and the chosen answer
+    assert batch["attention_mask"][1, 0, 5].int().tolist() == [0, 0, 0, 0, 0, 1, 0]  # a pad sees itself only
+
+
+def _pairs(tokenizer, n=12):
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in generate_pairs(n, seed=3)]
+    rows[0]["prompt"] = rows[0]["prompt"] * 3  # a long prompt
+    rows[1]["rejected"] = rows[1]["chosen"] + " And more."  # the chosen answer is a prefix of the rejected one
+    return encode_pairs(rows, tokenizer, "dschat", 512, "truncate")[0]
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_scores_loss_and_gradients_match_two_sequences(family, opt_dir, llama_dir):
+    model_dir = str(opt_dir if family == "opt" else llama_dir)
+    tokenizer = load_tokenizer(model_dir, "end", append_eos=True)
+    pairs = _pairs(tokenizer)
+    assert any(shared_length(p["chosen"], p["rejected"]) > 5 for p in pairs)
+    objective = RewardObjective("end", tokenizer.pad_token_id, 0, center_rewards_coefficient=0.1)
+    results = []
+    for batch in (collate_pairs(pairs, tokenizer.pad_token_id), collate_shared_prompt(pairs, tokenizer.pad_token_id)):
+        torch.manual_seed(0)
+        model = RewardModel(load_reward_model(model_dir, tokenizer, dropout=0.0, gradient_checkpointing=False))
+        loss, _ = objective(model, batch)
+        loss.backward()
+        with torch.no_grad():
+            scores = objective.scores(model, batch)[2]
+        results.append((scores, loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (plain_scores, plain_loss, plain_grads), (shared_scores, shared_loss, shared_grads) = results
+    assert torch.allclose(shared_scores, plain_scores, atol=1e-5)
+    assert shared_loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5), name
+    computed = sum(pair_row_length(p) for p in pairs)
+    assert computed < 0.9 * sum(len(p["chosen"]) + len(p["rejected"]) for p in pairs)
+
+
+def test_length_grouping_is_seeded_complete_and_the_same_for_any_world_size():
+    rows = 1007  # two ranks need one row repeated, which completes a batch: it must not reshuffle the others
+    lengths = [(i * 37) % 101 + 1 for i in range(rows)]
+
+    def batches(world, seed=5, epoch=0, grouped=True):
+        sampler = TrainSampler(rows, 8 // world, seed, world, 0, lengths if grouped else None)
+        sampler.set_epoch(epoch)
+        return [sorted(b) for b in sampler.global_batches()]
+
+    grouped = batches(1)
+    assert sorted(i for b in grouped for i in b) == list(range(rows))
+    assert grouped == batches(1) and grouped[:-1] == batches(2)[:-1]  # the same global batches with 1 or 2 processes
+    assert set(batches(2)[-1]) > set(grouped[-1]) and len(batches(2)[-1]) == len(grouped[-1]) + 1
+    assert grouped != batches(1, seed=6) and grouped != batches(1, epoch=1)
+
+    def padding(bs):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs) / sum(lengths)
+
+    assert padding(grouped) < 0.05 < padding(batches(1, grouped=False))
+    assert len(grouped) == 126 and MEGA_BATCH * 8 < rows  # more than one mega-batch
+
+    # Two ranks split each global batch and together read every row; skip resumes part-way.
+    ranks = [TrainSampler(rows, 4, 5, 2, r, lengths) for r in range(2)]
+    assert set(ranks[0]) | set(ranks[1]) == set(range(rows)) and len(ranks[0]) == len(ranks[1]) == 504
+    ranks[0].skip = 12
+    assert list(ranks[0]) == list(TrainSampler(rows, 4, 5, 2, 0, lengths))[12:] and len(ranks[0]) == 492

@@ -1,0 +1,45 @@
+"""Chosen and rejected in one row that computes their shared prompt once.
+
+A pair becomes `[shared prefix, rest of chosen, rest of rejected]`. The mask lets each part see the prefix and
+itself only (causally), and the rejected part's positions continue from the prefix, so every token sees exactly
+what it would see in its own sequence: the scores, the loss and the gradients equal the two-sequence computation.
+The prefix is the longest common token prefix of the two sequences, so it is exact whatever the tokenizer did at
+the prompt/answer border; it always leaves each answer at least its last (scored) token.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def shared_length(chosen: list[int], rejected: list[int]) -> int:
+    limit = min(len(chosen), len(rejected)) - 1
+    n = 0
+    while n < limit and chosen[n] == rejected[n]:
+        n += 1
+    return n
+
+
+def pair_row_length(pair: dict[str, list[int]]) -> int:
+    """Tokens the pair costs in its shared row: the prefix once, then both rests."""
+    return len(pair["chosen"]) + len(pair["rejected"]) - shared_length(pair["chosen"], pair["rejected"])
+
+
+def collate_shared_prompt(pairs: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """One row per pair, right-padded to the longest row, with a (pairs, 1, width, width) boolean mask (True: may
+    attend), position ids, and `score_index`: each row's chosen and rejected end tokens."""
+    width = max(pair_row_length(p) for p in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(pairs), 1, 1, 1)  # a pad sees itself: no empty softmax row
+    score_index = torch.zeros((len(pairs), 2), dtype=torch.long)
+    for row, pair in enumerate(pairs):
+        chosen, rejected = pair["chosen"], pair["rejected"]
+        shared = shared_length(chosen, rejected)
+        used = len(chosen) + len(rejected) - shared
+        input_ids[row, :used] = torch.tensor(chosen + rejected[shared:])
+        position_ids[row, :used] = torch.cat([torch.arange(len(chosen)), torch.arange(shared, len(rejected))])
+        mask[row, 0, :used, :used] = torch.ones(used, used, dtype=torch.bool).tril()
+        mask[row, 0, len(chosen):used, shared:len(chosen)] = False  # the rejected answer never sees the chosen one
+        score_index[row] = torch.tensor([len(chosen) - 1, used - 1])
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
+            "score_index": score_index, "num_tokens": torch.tensor(sum(pair_row_length(p) for p in pairs))}
