@@ -79,9 +79,10 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     train.add_argument("--print_loss", action="store_true", help="Print the loss of every optimizer step.")
 
     speed = parser.add_argument_group("batching and speed")
-    speed.add_argument("--no_length_grouping", action="store_true",
-                       help="Batch rows in plain shuffled order; default: sort each seeded mega-batch of 64 batches by "
-                            "length, then shuffle the batches, so padding becomes rare.")
+    speed.add_argument("--length_grouping", choices=["on", "off"], default="on" if step == 2 else "off",
+                       help="on: sort each seeded mega-batch of 64 batches by length, then shuffle the batches, so "
+                            "padding becomes rare; off: plain shuffled order. Default: %(default)s (step 2 gains the "
+                            "most; in step 1 uniform-length batches cost perplexity, and --packing has no padding).")
     speed.add_argument("--pad_to_max_len", action="store_true",
                        help="Pad every row to --max_seq_len, as DeepSpeed-Chat does (slower; for parity checks).")
     speed.add_argument("--peak_tflops", type=float, default=None,

@@ -40,7 +40,7 @@ def main() -> None:
 
     collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id,
                                 width=args.max_seq_len if args.pad_to_max_len else None)
-    lengths = None if args.no_length_grouping else [len(text["input_ids"]) for text in train_texts]
+    lengths = None if args.length_grouping == "off" else [len(text["input_ids"]) for text in train_texts]
     loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed, lengths)
     model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                            args.trust_remote_code)

@@ -34,7 +34,7 @@ def main() -> None:
 
     collate, layout = pair_collate(args, tokenizer.pad_token_id)
     run.log.info(f"batches: {layout}")
-    lengths = None if args.no_length_grouping else [pair_row_length(p) for p in train_pairs]
+    lengths = None if args.length_grouping == "off" else [pair_row_length(p) for p in train_pairs]
     loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed, lengths)
     model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                               args.trust_remote_code)
