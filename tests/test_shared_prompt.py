@@ -10,6 +10,7 @@ from utils.reward_training import RewardObjective
 from utils.sampling import MEGA_BATCH, TrainSampler
 from utils.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
 from utils.synthetic import generate_pairs
+from utils.throughput import Throughput
 
 
 def test_the_shared_part_is_the_common_token_prefix_and_leaves_each_end_token():
@@ -86,3 +87,21 @@ def test_length_grouping_is_seeded_complete_and_the_same_for_any_world_size():
     assert set(ranks[0]) | set(ranks[1]) == set(range(rows)) and len(ranks[0]) == len(ranks[1]) == 504
     ranks[0].skip = 12
     assert list(ranks[0]) == list(TrainSampler(rows, 4, 5, 2, 0, lengths))[12:] and len(ranks[0]) == 492
+
+
+def test_pad_to_max_len_pads_every_row_as_deepspeed_chat():
+    pairs = [{"chosen": [5, 6, 9], "rejected": [5, 7, 7, 9]}]
+    batch = collate_pairs(pairs, pad_id=0, width=8)
+    assert batch["input_ids"].tolist() == [[5, 6, 9, 0, 0, 0, 0, 0], [5, 7, 7, 9, 0, 0, 0, 0]]
+    assert batch["attention_mask"].sum().item() == batch["num_tokens"].item() == 7
+
+
+def test_throughput_rates_pad_fraction_and_mfu(monkeypatch):
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr("utils.throughput.time.perf_counter", lambda: next(clock))
+    meter = Throughput(torch.nn.Linear(10, 10), peak_flops_per_device=1e6)  # 110 parameters
+    meter.add({"num_tokens": torch.tensor(30), "input_ids": torch.zeros(4, 10)})
+    assert meter.counts() == {"tokens": 30.0, "positions": 40.0}
+    rates = meter.step(tokens=600.0, positions=800.0, world_size=2)  # the counts summed over two ranks, 2 s
+    assert rates == pytest.approx({"tokens_per_s": 300.0, "pad_fraction": 0.25, "mfu": 6 * 110 * 300 / 2e6})
+    assert meter.counts() == {"tokens": 0.0, "positions": 0.0}
