@@ -10,7 +10,7 @@ from utils.reward_training import RewardObjective
 from utils.sampling import MEGA_BATCH, TrainSampler
 from utils.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
 from utils.synthetic import generate_pairs
-from utils.throughput import Throughput
+from utils.throughput import Throughput, matmul_parameters
 
 
 def test_the_shared_part_is_the_common_token_prefix_and_leaves_each_end_token():
@@ -105,3 +105,15 @@ def test_throughput_rates_pad_fraction_and_mfu(monkeypatch):
     rates = meter.step(tokens=600.0, positions=800.0, world_size=2)  # the counts summed over two ranks, 2 s
     assert rates == pytest.approx({"tokens_per_s": 300.0, "pad_fraction": 0.25, "mfu": 6 * 110 * 300 / 2e6})
     assert meter.counts() == {"tokens": 0.0, "positions": 0.0}
+
+
+def test_mfu_counts_the_parameters_that_multiply(opt_dir):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    lm = AutoModelForCausalLM.from_pretrained(opt_dir)
+    tables = sum(m.weight.numel() for m in rm.modules() if isinstance(m, torch.nn.Embedding))
+    total = sum(p.numel() for p in rm.parameters())
+    assert matmul_parameters(rm) == total - tables  # token and position tables are lookups
+    vocab_matmul = lm.get_output_embeddings().weight.numel()  # tied to the token embeddings, yet a matmul
+    assert matmul_parameters(lm) == sum(p.numel() for p in lm.parameters()) - tables + vocab_matmul

@@ -1,8 +1,8 @@
 """Tokens per second, padding, and model FLOPs utilization (MFU), logged with every optimizer step.
 
 MFU is 6 * N * tokens/s over the peak of all devices: 6 FLOPs per parameter per token for the forward and backward
-passes (attention's own FLOPs left out, as usual), where tokens are the positions that were computed and are not
-padding. The peak per device is --peak_tflops, or else measured by a matmul in the training dtype at start, which
+passes (attention's own FLOPs left out, as usual), where N leaves out the embedding tables (lookups, not matmuls)
+and tokens are the positions that were computed and are not padding. The peak per device is --peak_tflops, or else measured by a matmul in the training dtype at start, which
 is what the hardware reaches in practice rather than its datasheet figure.
 """
 from __future__ import annotations
@@ -30,15 +30,27 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return reps * 2 * size ** 3 / (time.perf_counter() - started)
 
 
-def parameter_count(module: nn.Module) -> int:
-    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())  # ZeRO-3 holds shards
+def _numel(param: nn.Parameter) -> int:
+    return getattr(param, "ds_numel", param.numel())  # ZeRO-3 holds shards
+
+
+def matmul_parameters(module: nn.Module) -> int:
+    """Parameters that each token multiplies through: all but the embedding tables, which are lookups, yet with an
+    output layer tied to the token embeddings, which is a matmul over the vocabulary."""
+    tables = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    count = sum(_numel(p) for p in module.parameters() if id(p) not in tables)
+    for m in module.modules():
+        output = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+        if output is not None and id(output.weight) in tables:
+            return count + _numel(output.weight)
+    return count
 
 
 class Throughput:
     """Counts one optimizer step's tokens on this rank; `step` turns the totals of all ranks into rates."""
 
     def __init__(self, module: nn.Module, peak_flops_per_device: float) -> None:
-        self.flops_per_token = 6 * parameter_count(module)
+        self.flops_per_token = 6 * matmul_parameters(module)
         self.peak = peak_flops_per_device
         self.tokens = self.positions = 0
         self.since = time.perf_counter()

@@ -1,0 +1,70 @@
+"""One trainer in its own process, so that each peak RSS is its own: `ours` runs our step-2 entrypoint unchanged,
+`trl` runs trl.RewardTrainer. Either writes a JSON result (peak RSS, torch threads, pad counts, and TRL's timing).
+
+Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID -- main.py ARGS...
+       python benchmarks/bench_child.py trl RESULT.json SPEC.json
+"""
+from __future__ import annotations
+
+import json
+import resource
+import runpy
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+class PadCounter:
+    """Wraps a collate function to count the positions computed and those that are pad, whatever the layout."""
+
+    def __init__(self, collate: Callable, pad_id: int) -> None:
+        self.collate, self.pad_id = collate, pad_id
+        self.tokens = self.positions = self.batches = 0
+
+    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
+        batch = self.collate(examples)
+        ids = batch["input_ids"]
+        self.tokens += int((ids != self.pad_id).sum())
+        self.positions += ids.numel()
+        self.batches += 1
+        return batch
+
+    def counts(self) -> dict[str, int]:
+        return {"tokens": self.tokens, "positions": self.positions, "batches": self.batches}
+
+
+def run_ours(pad_id: int, argv: list[str]) -> dict[str, object]:
+    """Our entrypoint as `python main.py ARGS`, with only its train loader's collate function wrapped by a counter:
+    a cross-check of the trainer's own token counts, and the pad fraction where it does not log them."""
+    import utils.engine
+
+    counters: list[PadCounter] = []
+    original = utils.engine.train_loader
+
+    def counted_loader(dataset, batch_size, collate, *args, **kwargs):
+        counters.append(PadCounter(collate, pad_id))
+        return original(dataset, batch_size, counters[-1], *args, **kwargs)
+
+    utils.engine.train_loader = counted_loader
+    sys.argv = argv
+    runpy.run_path(argv[0], run_name="__main__")
+    return {"collate_counts": counters[0].counts() if counters else None}
+
+
+def main() -> None:
+    mode, result_path = sys.argv[1], Path(sys.argv[2])
+    if mode == "ours":
+        result = run_ours(int(sys.argv[3]), sys.argv[sys.argv.index("--") + 1:])
+    else:
+        from bench_trl import run_trl
+
+        result = run_trl(json.loads(Path(sys.argv[3]).read_text()), PadCounter)
+    result |= {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               "torch_threads": torch.get_num_threads()}
+    result_path.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
