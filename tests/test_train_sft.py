@@ -36,7 +36,7 @@ def _perplexity(model_dir, eval_file, train_on_prompt):
 
 
 @pytest.mark.parametrize("family, extra", [
-    ("opt", ["--zero_stage", 1, "--per_device_train_batch_size", 8]),
+    ("opt", ["--zero_stage", 1, "--per_device_train_batch_size", 4, "--packing", "segments"]),
     ("llama", ["--zero_stage", 3, "--per_device_train_batch_size", 4, "--packing", "--train_on_prompt"]),
 ])
 def test_sft_learns_exports_and_generates(request, pair_files, tmp_path, family, extra):

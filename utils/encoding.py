@@ -118,6 +118,36 @@ def pack_blocks(examples: list[dict[str, list[int]]], block_size: int) -> list[d
             for i in range(0, len(ids), block_size)]
 
 
+def pack_segments(examples: list[dict[str, list[int]]], block_size: int) -> list[dict[str, list[int]]]:
+    """Whole texts, in order, into rows of up to block_size tokens, each row listing its texts' lengths; a text's
+    first label is dropped, as nothing before it in its own sequence predicts it. With collate_segments the losses
+    are those of the texts one by one."""
+    rows: list[dict[str, list[int]]] = []
+    for ex in examples:
+        if not rows or sum(rows[-1]["segments"]) + len(ex["input_ids"]) > block_size:
+            rows.append({"input_ids": [], "labels": [], "segments": []})
+        rows[-1]["input_ids"] += ex["input_ids"]
+        rows[-1]["labels"] += [IGNORE] + ex["labels"][1:]
+        rows[-1]["segments"].append(len(ex["input_ids"]))
+    return rows
+
+
+def collate_segments(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows, right-padded to the longest, with a (rows, 1, width, width) boolean mask that keeps attention
+    causal within each text, and positions that restart at each text."""
+    batch = collate_sft(rows, pad_id)
+    width = batch["input_ids"].size(1)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1, 1)  # a pad sees itself: no empty softmax row
+    positions = torch.zeros_like(batch["input_ids"])
+    for row, packed in enumerate(rows):
+        start = 0
+        for length in packed["segments"]:
+            mask[row, 0, start:start + length, start:start + length] = torch.ones(length, length).tril().bool()
+            positions[row, start:start + length] = torch.arange(length)
+            start += length
+    return batch | {"attention_mask": mask, "position_ids": positions}
+
+
 def _right_pad(seqs: list[list[int]], value: int, width: int | None = None) -> torch.Tensor:
     out = torch.full((len(seqs), width or max(len(s) for s in seqs)), value, dtype=torch.long)
     for i, seq in enumerate(seqs):

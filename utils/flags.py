@@ -50,8 +50,8 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     data.add_argument("--max_seq_len", type=int, default=512, help="Longest tokenized sequence. Default: %(default)s")
     data.add_argument("--overlength", choices=["truncate", "drop"], default="truncate",
                       help="Rows over --max_seq_len: truncate cuts the prompt from the left and keeps the answer and "
-                           "EOS whole; drop skips the row. Both are counted. Step 1's --packing leaves training texts "
-                           "whole: they continue into the next block. Default: %(default)s")
+                           "EOS whole; drop skips the row. Both are counted. Step 1's --packing concat leaves training "
+                           "texts whole: they continue into the next block. Default: %(default)s")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", required=True, help="A hub name or a local directory.")
@@ -125,9 +125,11 @@ def _sft_flags(parser: argparse.ArgumentParser) -> None:
                           "prompt and chosen fields.")
     sft.add_argument("--train_on_prompt", action="store_true",
                      help="Count the prompt tokens in the loss too (DeepSpeed-Chat does); default: answer and EOS only.")
-    sft.add_argument("--packing", action="store_true",
-                     help="Concatenate the training texts and cut them into --max_seq_len blocks (LMFlow's recipe). "
-                          "Attention then crosses the borders between texts.")
+    sft.add_argument("--packing", nargs="?", const="concat", choices=["concat", "segments"], default=None,
+                     help="concat (what --packing alone means): concatenate the training texts and cut them into "
+                          "--max_seq_len blocks, LMFlow's recipe; attention then crosses the borders between texts. "
+                          "segments: whole texts packed into rows of up to --max_seq_len, with positions restarting "
+                          "and attention kept within each text: the losses of unpacked texts, without padding.")
 
 
 def _reward_flags(parser: argparse.ArgumentParser) -> None:

@@ -126,3 +126,9 @@ def load_causal_lm(name: str, tokenizer: PreTrainedTokenizerBase, dropout: float
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean (rows, 1, width, width) mask (True: may attend) as the additive mask transformers' attention takes
+    as it is, in the compute dtype."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from utils.model import additive_mask
+
 
 def score_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, score_token: str, pad_id: int,
                     num_padding_at_beginning: int) -> torch.Tensor:
@@ -41,12 +43,10 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """A (rows, width) padding mask, or a (rows, 1, width, width) boolean mask with position ids (shared-prompt
-        rows), which goes to the attention as an additive mask in the compute dtype, as transformers takes it."""
+        rows)."""
         backbone = getattr(self.model, self.model.base_model_prefix)
         if attention_mask.dim() == 4:
-            dtype = backbone.get_input_embeddings().weight.dtype
-            attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device
-                                         ).masked_fill(~attention_mask, torch.finfo(dtype).min)
+            attention_mask = additive_mask(attention_mask, backbone.get_input_embeddings().weight.dtype)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False).last_hidden_state
         return self.model.score(hidden).squeeze(-1)

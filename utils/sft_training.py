@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from utils.distributed import gather_objects, sum_across_ranks, world_size
 from utils.encoding import IGNORE
 from utils.engine import eval_batches
+from utils.model import additive_mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,10 @@ class SFTObjective:
     compute_fp32_loss: bool = False
 
     def _nll(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mask = batch["attention_mask"]
+        if mask.dim() == 4:  # packed segments
+            mask = additive_mask(mask, next(model.parameters()).dtype)
+        logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch.get("position_ids")).logits
         return token_nll(logits.float() if self.compute_fp32_loss else logits, batch["labels"])
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:

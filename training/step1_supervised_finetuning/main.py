@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 
 from utils.data import DataSpec
-from utils.encoding import EncodeReport, collate_sft, encode_sft, pack_blocks
+from utils.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import sft_parser
@@ -25,7 +25,7 @@ def main() -> None:
                                trust_remote_code=args.trust_remote_code)
 
     def encode(rows: list[Row], split: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
-        whole = args.packing and split == "train"  # packed texts span blocks; eval is never packed
+        whole = args.packing == "concat" and split == "train"  # these texts span blocks; eval is never packed
         return encode_sft(rows, tokenizer, args.template, None if whole else args.max_seq_len, args.overlength,
                           args.train_on_prompt)
 
@@ -33,15 +33,18 @@ def main() -> None:
         DataSpec.from_args(args, phase=0, fields=SFT_FIELDS), tokenizer, encode, "step1-sft", template=args.template,
         max_seq_len=args.max_seq_len, overlength=args.overlength, packing=args.packing,
         train_on_prompt=args.train_on_prompt)
-    if args.packing:
-        train_texts = pack_blocks(train_texts, args.max_seq_len)
-        run.log.info(f"packed {train_report.kept} training texts into {len(train_texts)} blocks of up to "
-                     f"{args.max_seq_len} tokens")
-
     collate = functools.partial(collate_sft, pad_id=tokenizer.pad_token_id,
                                 width=args.max_seq_len if args.pad_to_max_len else None)
+    train_collate = collate
+    if args.packing:
+        pack = pack_blocks if args.packing == "concat" else pack_segments
+        train_texts = pack(train_texts, args.max_seq_len)
+        run.log.info(f"packed {train_report.kept} training texts into {len(train_texts)} rows of up to "
+                     f"{args.max_seq_len} tokens ({args.packing})")
+        if args.packing == "segments":
+            train_collate = functools.partial(collate_segments, pad_id=tokenizer.pad_token_id)
     lengths = None if args.length_grouping == "off" else [len(text["input_ids"]) for text in train_texts]
-    loader = train_loader(train_texts, args.per_device_train_batch_size, collate, args.seed, lengths)
+    loader = train_loader(train_texts, args.per_device_train_batch_size, train_collate, args.seed, lengths)
     model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                            args.trust_remote_code)
     engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))

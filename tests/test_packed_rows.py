@@ -1,12 +1,14 @@
-"""Shared-prompt rows give the scores, the loss and the gradients of the plain two-sequence computation, and
-length-grouped batches stay seeded, complete and independent of the number of processes."""
+"""Rows that hold more than one sequence (shared-prompt pairs, packed SFT segments) give the scores, losses and
+gradients of the sequences one by one; length-grouped batches stay seeded, complete and independent of the number
+of processes; and the throughput figures add up."""
 import pytest
 import torch
 
-from utils.encoding import collate_pairs, encode_pairs
-from utils.model import load_reward_model, load_tokenizer
+from utils.encoding import IGNORE, collate_pairs, collate_segments, collate_sft, encode_pairs, encode_sft, pack_segments
+from utils.model import load_causal_lm, load_reward_model, load_tokenizer
 from utils.reward_model import RewardModel
 from utils.reward_training import RewardObjective
+from utils.sft_training import SFTObjective
 from utils.sampling import MEGA_BATCH, TrainSampler
 from utils.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
 from utils.synthetic import generate_pairs
@@ -117,3 +119,38 @@ def test_mfu_counts_the_parameters_that_multiply(opt_dir):
     assert matmul_parameters(rm) == total - tables  # token and position tables are lookups
     vocab_matmul = lm.get_output_embeddings().weight.numel()  # tied to the token embeddings, yet a matmul
     assert matmul_parameters(lm) == sum(p.numel() for p in lm.parameters()) - tables + vocab_matmul
+
+
+def test_segments_pack_whole_texts_with_their_own_positions_and_attention():
+    texts = [{"input_ids": [1, 2, 3], "labels": [IGNORE, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]},
+             {"input_ids": [6, 7, 8, 9], "labels": [6, 7, 8, 9]}]
+    rows = pack_segments(texts, block_size=6)
+    assert [r["segments"] for r in rows] == [[3, 2], [4]]
+    assert rows[0]["labels"] == [IGNORE, 2, 3, IGNORE, 5]  # nothing in its own text predicts a text's first token
+    batch = collate_segments(rows, pad_id=0)
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    assert batch["attention_mask"][0, 0, 4].int().tolist() == [0, 0, 0, 1, 1]
+    assert batch["attention_mask"][1, 0, 4].int().tolist() == [0, 0, 0, 0, 1]  # a pad sees itself only
+    assert batch["num_tokens"].item() == 9
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_packed_segments_give_the_loss_and_gradients_of_unpacked_texts(family, opt_dir, llama_dir):
+    model_dir = str(opt_dir if family == "opt" else llama_dir)
+    tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
+    rows = [{k: r[k] for k in ("prompt", "chosen")} for r in generate_pairs(10, seed=4)]
+    texts, _ = encode_sft(rows, tokenizer, "dschat", 96, "truncate", train_on_prompt=family == "llama")
+    packed = pack_segments(texts, block_size=96)
+    assert len(packed) < len(texts) and max(len(r["segments"]) for r in packed) > 2
+    objective = SFTObjective()
+    results = []
+    for batch in (collate_sft(texts, tokenizer.pad_token_id), collate_segments(packed, tokenizer.pad_token_id)):
+        torch.manual_seed(0)
+        model = load_causal_lm(model_dir, tokenizer, dropout=0.0, gradient_checkpointing=False)
+        loss, _ = objective(model, batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (plain_loss, plain_grads), (packed_loss, packed_grads) = results
+    assert packed_loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(packed_grads[name], grad, atol=1e-5), name
