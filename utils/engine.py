@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import sys
 import time
 from itertools import islice
@@ -19,8 +17,9 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from utils import distributed as dist
-from utils.checkpoint import CHECKPOINTS, LATEST, Position, load_checkpoint, save_checkpoint
-from utils.errors import Preempted, UserError
+from utils.checkpoint import Position, load_checkpoint, save_checkpoint
+from utils.errors import Preempted
+from utils.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
 from utils.run_log import RunLog
 from utils.sampling import TrainSampler
 from utils.throughput import Throughput, measured_peak_flops
@@ -116,68 +115,11 @@ def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, 
     return metrics
 
 
-class _Preemption:
-    """SIGTERM and SIGUSR1 (what SLURM sends before it kills a job) ask the loop to stop after its current step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._request)
-
-    def _request(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-
-def _non_finite_loss(loss: torch.Tensor, engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
-                     log: RunLog, skipped: int) -> bool:
-    """Whether to skip this micro-batch (--on_nan skip); --on_nan stop raises instead.
-
-    Every rank takes part, so that all of them skip together, or their collectives would part.
-    """
-    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
-    if dist.sum_across_ranks(bad).item() == 0:
-        return False
-    step = engine.global_steps + 1
-    if args.on_nan == "stop":
-        raise UserError(f"step {step}: the loss is not finite (nan or inf); {_last_checkpoint(args)}. Lower "
-                        "--learning_rate, use --dtype bf16 or fp32, or --on_nan skip")
-    log.info(f"step {step}: skipped a micro-batch with a non-finite loss ({skipped + 1} so far)")
-    return True
-
-
-def _plain_grad_norm(engine: deepspeed.DeepSpeedEngine) -> float | None:
-    """The gradient norm of the step about to be taken, where DeepSpeed will not report one (fp32 without ZeRO)."""
-    if hasattr(engine.optimizer, "_global_grad_norm") or not engine.is_gradient_accumulation_boundary():
-        return None
-    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads).item() if grads else None
-
-
-def _checked_grad_norm(engine: deepspeed.DeepSpeedEngine, plain_norm: float | None,
-                       args: argparse.Namespace) -> float | None:
-    """The norm of the step just taken; a non-finite one stops the run, except under fp16, whose overflow steps
-    DeepSpeed skips itself (and counts)."""
-    norm = engine.get_global_grad_norm() if plain_norm is None else plain_norm
-    norm = None if norm is None else float(norm)  # ZeRO's is a tensor
-    if norm is not None and not math.isfinite(norm) and not engine.fp16_enabled():
-        raise UserError(f"step {engine.global_steps}: the gradient norm is {norm}, and the update is applied, so "
-                        f"the weights are lost; {_last_checkpoint(args)}. Resume from it (--resume) with a lower "
-                        "--learning_rate")
-    return norm
-
-
 def _peak_flops(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace) -> float:
     if args.peak_tflops:
         return args.peak_tflops * 1e12
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float16 if engine.fp16_enabled() else torch.float32
     return measured_peak_flops(engine.device, dtype)
-
-
-def _last_checkpoint(args: argparse.Namespace) -> str:
-    latest = Path(args.output_dir) / CHECKPOINTS / LATEST
-    if latest.is_file():
-        return f"the last good checkpoint is {latest.parent / latest.read_text().strip()}"
-    return "no checkpoint was saved yet (see --save_interval)"
 
 
 def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.Namespace, loss_fn: LossFn,
@@ -195,7 +137,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
         log.info(f"resumed from {resume[0]} at step {position.step}")
     else:
         _evaluate(engine, evaluate, log, step=0)
-    preemption = _Preemption()
+    preemption = Preemption()
     throughput = Throughput(engine.module, _peak_flops(engine, args))
     bar = tqdm(total=total, initial=position.step, desc="train", disable=not dist.is_main(), dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)  # logs get a line every 30 s, not every step
@@ -210,20 +152,20 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             consumed += 1
             batch = {k: v.to(engine.device) for k, v in batch.items()}
             loss, stats = loss_fn(engine, batch)
-            if _non_finite_loss(loss, engine, args, log, skipped):
+            if skip_non_finite_loss(loss, engine, args, log, skipped):
                 skipped += 1
                 continue
             throughput.add(batch)
             engine.backward(loss)
             before = engine.global_steps
-            plain_norm = _plain_grad_norm(engine)
+            plain_norm = plain_grad_norm(engine)
             engine.step()
             for key, value in {"loss": loss.item(), **stats}.items():
                 window.setdefault(key, []).append(value)
             if engine.global_steps == before:
                 continue  # still accumulating gradients
             step = engine.global_steps
-            norm = _checked_grad_norm(engine, plain_norm, args)
+            norm = checked_grad_norm(engine, plain_norm, args)
             metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()} | throughput.counts()
                                              | {"stop": float(preemption.requested)})  # one rank signalled is enough
             stop = metrics.pop("stop") > 0 and step < total  # a request at the last step lets the run finish

@@ -1,0 +1,72 @@
+"""What stops or skips a training step: a preemption signal, and non-finite losses and gradient norms."""
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+from pathlib import Path
+
+import deepspeed
+import torch
+
+from utils import distributed as dist
+from utils.checkpoint import CHECKPOINTS, LATEST
+from utils.errors import UserError
+from utils.run_log import RunLog
+
+
+class Preemption:
+    """SIGTERM and SIGUSR1 (what SLURM sends before it kills a job) ask the loop to stop after its current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def skip_non_finite_loss(loss: torch.Tensor, engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
+                         log: RunLog, skipped: int) -> bool:
+    """Whether to skip this micro-batch (--on_nan skip); --on_nan stop raises instead.
+
+    Every rank takes part, so that all of them skip together, or their collectives would part.
+    """
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
+    if dist.sum_across_ranks(bad).item() == 0:
+        return False
+    step = engine.global_steps + 1
+    if args.on_nan == "stop":
+        raise UserError(f"step {step}: the loss is not finite (nan or inf); {_last_checkpoint(args)}. Lower "
+                        "--learning_rate, use --dtype bf16 or fp32, or --on_nan skip")
+    log.info(f"step {step}: skipped a micro-batch with a non-finite loss ({skipped + 1} so far)")
+    return True
+
+
+def plain_grad_norm(engine: deepspeed.DeepSpeedEngine) -> float | None:
+    """The gradient norm of the step about to be taken, where DeepSpeed will not report one (fp32 without ZeRO)."""
+    if hasattr(engine.optimizer, "_global_grad_norm") or not engine.is_gradient_accumulation_boundary():
+        return None
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads).item() if grads else None
+
+
+def checked_grad_norm(engine: deepspeed.DeepSpeedEngine, plain_norm: float | None,
+                      args: argparse.Namespace) -> float | None:
+    """The norm of the step just taken; a non-finite one stops the run, except under fp16, whose overflow steps
+    DeepSpeed skips itself (and counts)."""
+    norm = engine.get_global_grad_norm() if plain_norm is None else plain_norm
+    norm = None if norm is None else float(norm)  # ZeRO's is a tensor
+    if norm is not None and not math.isfinite(norm) and not engine.fp16_enabled():
+        raise UserError(f"step {engine.global_steps}: the gradient norm is {norm}, and the update is applied, so "
+                        f"the weights are lost; {_last_checkpoint(args)}. Resume from it (--resume) with a lower "
+                        "--learning_rate")
+    return norm
+
+
+def _last_checkpoint(args: argparse.Namespace) -> str:
+    latest = Path(args.output_dir) / CHECKPOINTS / LATEST
+    if latest.is_file():
+        return f"the last good checkpoint is {latest.parent / latest.read_text().strip()}"
+    return "no checkpoint was saved yet (see --save_interval)"
