@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import subprocess
@@ -30,11 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 STEP2 = REPO / "training" / "step2_reward_model_finetuning" / "main.py"
 HH_FILE = REPO.parent / "shared" / "data" / "helpful-base-test.jsonl.gz"
-# What the pad-to-max baseline switches off or on, and the trainer's spellings for it, newest first: the flags were
-# being added and renamed while this benchmark was written, and --help says which this checkout has.
-BASELINE = {"shared prompt off": (["--no_shared_prompt"],),
-            "length grouping off": (["--length_grouping", "off"], ["--no_length_grouping"]),
-            "pad to max_seq_len": (["--pad_to_max_len"],)}
+# DeepSpeed-Chat's batching: chosen and rejected as two rows each, padded to --max_seq_len, in plain shuffled order.
+PAD_TO_MAX_FLAGS = ["--no_shared_prompt", "--length_grouping", "off", "--pad_to_max_len"]
 TRL_VERSION = "1.16.0"
 CHILD_FIGURES = ("peak_rss_mb", "torch_threads", "other_work_cores")
 GPT2_VOCAB = 50257
@@ -132,31 +128,14 @@ def run_child(name: str, command: list[str], work: Path, threads: int) -> tuple[
     return json.loads((work / f"{name}.result.json").read_text()) | {"other_work_cores": round(other, 2)}, wall
 
 
-def baseline_flags() -> tuple[list[str], list[str]]:
-    """The baseline's flags in the spelling our trainer's --help shows, and the settings it has no flag for."""
-    help_text = subprocess.run([sys.executable, str(STEP2), "--help"], capture_output=True, text=True,
-                               env=child_env(1), cwd=REPO).stdout
-    known = set(re.findall(r"--\w+", help_text))
-    flags: list[str] = []
-    missing: list[str] = []
-    for setting, spellings in BASELINE.items():
-        spelling = next((s for s in spellings if s[0] in known), None)
-        flags += spelling or []
-        missing += [] if spelling else [setting]
-    return flags, missing
-
-
 def train_metrics(output_dir: Path) -> dict[str, Any]:
-    """Loop seconds at the last step, and the token counts if the trainer logs them (metrics.jsonl)."""
+    """Loop seconds at the last step, the token counts and the mean MFU, from the trainer's metrics.jsonl."""
     lines = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     train = [line for line in lines if line["split"] == "train"]
-    out: dict[str, Any] = {"train_s": train[-1]["elapsed_s"], "steps": train[-1]["step"]}
-    if all("tokens" in line and "positions" in line for line in train):
-        out |= {key: int(sum(line[key] for line in train)) for key in ("tokens", "positions")}
-    if all("mfu" in line for line in train):
-        steady = train[1:] or train  # the first step carries one-off costs
-        out["mfu"] = round(sum(line["mfu"] for line in steady) / len(steady), 4)
-    return out
+    steady = train[1:] or train  # the first step carries one-off costs
+    return {"train_s": train[-1]["elapsed_s"], "steps": train[-1]["step"],
+            **{key: int(sum(line[key] for line in train)) for key in ("tokens", "positions")},
+            "mfu": round(sum(line["mfu"] for line in steady) / len(steady), 4)}
 
 
 def run_ours(name: str, flags: list[str], files: dict[str, Path], args: argparse.Namespace, pad_id: int,
@@ -172,14 +151,9 @@ def run_ours(name: str, flags: list[str], files: dict[str, Path], args: argparse
     command = [sys.executable, str(HERE / "bench_child.py"), "ours", str(work / f"{name}.result.json"), str(pad_id),
                "--", *trainer_args]
     result, wall = run_child(name, command, work, args.threads)
-    metrics = train_metrics(out_dir)
-    counted = result["collate_counts"]
-    logged = "tokens" in metrics
-    source = metrics if logged else counted
     return {"command": shlex.join(["python", *trainer_args]), "flags": flags, "wall_s": round(wall, 1),
-            "train_s": metrics["train_s"], "steps": metrics["steps"], "tokens": source["tokens"],
-            "positions": source["positions"], "pad_fraction_from": "metrics.jsonl" if logged else "collate counter",
-            "collate_counts": counted, **{key: metrics[key] for key in ("mfu",) if key in metrics},
+            **train_metrics(out_dir), "pad_fraction_from": "metrics.jsonl",
+            "collate_counts": result["collate_counts"],  # a cross-check of the logged counts
             **{key: result[key] for key in CHILD_FIGURES}}
 
 
@@ -267,9 +241,6 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
     stats = data.token_stats(train)
     print(f"data: {pairs.source}, {len(pairs.rows)} pairs, {n_train} trained; vocab {vocab}; {params:,} parameters")
 
-    flags, missing = baseline_flags()
-    if missing:
-        print(f"note: our trainer has no flag for: {', '.join(missing)}; the pad-to-max baseline runs without them")
     pad_id = tokenizer.pad_token_id
     # TRL's rows: the same formatted texts, and each pair's longer sequence for its length-grouped sampler
     trl_rows = [dict(zip(("chosen", "rejected"), data.texts(p.row)), length=max(len(p.chosen), len(p.rejected)))
@@ -277,7 +248,7 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
     trl = functools.partial(run_trl, rows=trl_rows, ours_ids=[[p.chosen, p.rejected] for p in train], args=args,
                             model_dir=model_dir, pad_id=pad_id, work=work)
     runs = {"ours": run_ours("ours", [], files, args, pad_id, work), "trl": trl("trl", False),
-            "pad_to_max": run_ours("pad_to_max", flags, files, args, pad_id, work)}
+            "pad_to_max": run_ours("pad_to_max", PAD_TO_MAX_FLAGS, files, args, pad_id, work)}
     if not args.no_trl_group_by_length:
         runs["trl_group_by_length"] = trl("trl_group_by_length", True)
     runs = {name: add_rates(run, n_train, stats["useful_tokens_total"]) for name, run in runs.items()}
@@ -309,7 +280,6 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
                   "layers": args.layers, "heads": args.heads, "ffn": 4 * args.hidden,
                   "vocab_size_target": GPT2_VOCAB, "vocab_size_realized": vocab, "init_seed": args.seed},
         "trainers": runs,
-        "baseline_flags": {"used": flags, "settings_without_a_flag": missing},
         "trl_notes": {
             "data_format": "standard (implicit prompt): chosen and rejected full texts, formatted by "
                            "utils.formatting.format_text exactly as our trainer formats them",
