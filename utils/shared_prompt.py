@@ -27,19 +27,19 @@ def pair_row_length(pair: dict[str, list[int]]) -> int:
 def collate_shared_prompt(pairs: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """One row per pair, right-padded to the longest row, with a (pairs, 1, width, width) boolean mask (True: may
     attend), position ids, and `score_index`: each row's chosen and rejected end tokens."""
-    width = max(pair_row_length(p) for p in pairs)
+    shared = [shared_length(p["chosen"], p["rejected"]) for p in pairs]
+    used = [len(p["chosen"]) + len(p["rejected"]) - n for p, n in zip(pairs, shared)]
+    width = max(used)
     input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
     mask = torch.eye(width, dtype=torch.bool).repeat(len(pairs), 1, 1, 1)  # a pad sees itself: no empty softmax row
     score_index = torch.zeros((len(pairs), 2), dtype=torch.long)
-    for row, pair in enumerate(pairs):
+    for row, (pair, n, end) in enumerate(zip(pairs, shared, used)):
         chosen, rejected = pair["chosen"], pair["rejected"]
-        shared = shared_length(chosen, rejected)
-        used = len(chosen) + len(rejected) - shared
-        input_ids[row, :used] = torch.tensor(chosen + rejected[shared:])
-        position_ids[row, :used] = torch.cat([torch.arange(len(chosen)), torch.arange(shared, len(rejected))])
-        mask[row, 0, :used, :used] = torch.ones(used, used, dtype=torch.bool).tril()
-        mask[row, 0, len(chosen):used, shared:len(chosen)] = False  # the rejected answer never sees the chosen one
-        score_index[row] = torch.tensor([len(chosen) - 1, used - 1])
+        input_ids[row, :end] = torch.tensor(chosen + rejected[n:])
+        position_ids[row, :end] = torch.cat([torch.arange(len(chosen)), torch.arange(n, len(rejected))])
+        mask[row, 0, :end, :end] = torch.ones(end, end, dtype=torch.bool).tril()
+        mask[row, 0, len(chosen):end, n:len(chosen)] = False  # the rejected answer never sees the chosen one
+        score_index[row] = torch.tensor([len(chosen) - 1, end - 1])
     return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
-            "score_index": score_index, "num_tokens": torch.tensor(sum(pair_row_length(p) for p in pairs))}
+            "score_index": score_index, "num_tokens": torch.tensor(sum(used))}
