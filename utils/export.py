@@ -13,8 +13,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import UserError
+from utils.run_log import FINISHED
 
-FINISHED = "eval_results.json"  # written last by a run that completed
 
 
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:

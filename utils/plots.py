@@ -6,13 +6,26 @@ from pathlib import Path
 import torch
 
 
-def score_histogram(chosen: torch.Tensor, rejected: torch.Tensor, path: str | Path, title: str) -> Path:
-    """Chosen and rejected scores on shared bins: well-separated humps mean a usable reward."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: object, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def score_histogram(chosen: torch.Tensor, rejected: torch.Tensor, path: str | Path, title: str) -> Path:
+    """Chosen and rejected scores on shared bins: well-separated humps mean a usable reward."""
+    plt = _pyplot()
     both = torch.cat([chosen, rejected])
     bins = torch.linspace(both.min().item(), both.max().item() + 1e-9, 41).tolist()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
@@ -23,8 +36,23 @@ def score_histogram(chosen: torch.Tensor, rejected: torch.Tensor, path: str | Pa
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def training_curves(metrics: dict[str, list[dict]], path: str | Path) -> Path:
+    """Each step's training loss per optimizer step, with its evaluations on top: a run that diverged, stalled or
+    overfit shows at once."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), dpi=120, squeeze=False)
+    for ax, (name, rows) in zip(axes[0], metrics.items()):
+        train = [r for r in rows if r["split"] == "train"]
+        evals = [r for r in rows if r["split"] == "eval"]
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", alpha=0.5, lw=1,
+                label="train loss (per step)")
+        ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", color="tab:orange", label="eval loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

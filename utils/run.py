@@ -19,8 +19,8 @@ from utils.ds_config import deepspeed_config, resolve_dtype
 from utils.encoding import EncodeReport
 from utils.engine import on_gpu, zero3_loading
 from utils.errors import UserError
-from utils.export import FINISHED, export_model
-from utils.run_log import RunLog
+from utils.export import export_model
+from utils.run_log import FINISHED, RunLog
 from utils.sources import Row
 
 Encoder = Callable[[list[Row], str], tuple[list[dict[str, list[int]]], EncodeReport]]  # (rows, split) -> encoded

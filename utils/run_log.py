@@ -10,6 +10,9 @@ from tqdm import tqdm
 
 from utils.distributed import is_main
 
+METRICS = "metrics.jsonl"
+FINISHED = "eval_results.json"  # the final evaluation, written last by a run that completed (see utils/export.py)
+
 
 class RunLog:
     def __init__(self, output_dir: str | Path, tensorboard_dir: str | Path | None = None,
@@ -17,7 +20,7 @@ class RunLog:
         """A new run starts a new log; a resumed one keeps the lines up to its checkpoint's step, as the steps
         after it are run again."""
         self.enabled = is_main()
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path = Path(output_dir) / METRICS
         self.board = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
