@@ -1,0 +1,127 @@
+# Sourced by every launcher in training_scripts/, so that they all behave alike:
+# - overrides come from the environment: MODEL, DATA (one or more sources, space-separated), OUTPUT (the run
+#   directory), ZERO_STAGE, NUM_GPUS (per node; unset: every GPU the node has) and HOSTFILE (a DeepSpeed hostfile);
+# - inputs are checked before any process starts, and a missing one stops the launcher with one line (status 2);
+# - every step writes its model and its training.log into the run directory, OUTPUT;
+# - a rerun resumes: each step gets --resume, so it continues from its last checkpoint, and a finished step is
+#   skipped;
+# - DRY_RUN=1 prints each command, exactly as it would run, instead of running it;
+# - arguments given to a launcher are appended to each training command, so they override its flags.
+# Processes start through `deepspeed` (this node, or the nodes of HOSTFILE), or through `srun` inside a SLURM job
+# (LAUNCHER=srun, which training_scripts/slurm/launch.sbatch sets).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+DRY_RUN=${DRY_RUN:-0}
+# DeepSpeed-Chat's four preference datasets, the default DATA of its OPT recipes.
+DSCHAT_DATA="Dahoas/rm-static Dahoas/full-hh-rlhf Dahoas/synthetic-instruct-gptj-pairwise yitingxie/rlhf-reward-datasets"
+
+die() {
+  echo "error: $*" >&2
+  exit 2
+}
+
+# Whether a source or model name can only mean a local path (a hub name is neither absolute nor a file name).
+_looks_local() {
+  case "$1" in
+    /* | ./* | ../* | "~"* | *.jsonl | *.json | *.csv | *.parquet | *.gz) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+_check_inputs() {
+  if [ -n "${MODEL:-}" ] && _looks_local "$MODEL" && [ ! -d "$MODEL" ]; then
+    die "MODEL=$MODEL: no such directory (give a local model directory or a hub name such as facebook/opt-350m)"
+  fi
+  read -ra DATA_SOURCES <<< "${DATA:-}"
+  [ "${#DATA_SOURCES[@]}" -gt 0 ] || die "DATA is empty: give one or more sources, space-separated"
+  local source
+  for source in "${DATA_SOURCES[@]}"; do
+    if _looks_local "$source" && [ ! -e "$source" ]; then
+      die "DATA: $source: no such file or folder (give local data files, a dataset name, or synthetic)"
+    fi
+  done
+  [[ "${ZERO_STAGE:-}" =~ ^[0-3]$ ]] || die "ZERO_STAGE=${ZERO_STAGE:-}: use 0, 1, 2 or 3"
+  [ -z "${NUM_GPUS:-}" ] || [[ "$NUM_GPUS" =~ ^[1-9][0-9]*$ ]] || die "NUM_GPUS=$NUM_GPUS: give the GPUs per node, 1 or more"
+  [ -z "${HOSTFILE:-}" ] || [ -f "$HOSTFILE" ] || die "HOSTFILE=$HOSTFILE: no such file"
+}
+
+# LAUNCH: the command that starts one training process per GPU on every node; a script path and its flags follow.
+_launch_command() {
+  case "${LAUNCHER:-deepspeed}" in
+    deepspeed)
+      [ "$DRY_RUN" = 1 ] || command -v deepspeed > /dev/null \
+        || die "deepspeed is not on PATH: activate the environment that has requirements.txt installed"
+      LAUNCH=(deepspeed --master_port "${MASTER_PORT:-29500}")
+      [ -z "${NUM_GPUS:-}" ] || LAUNCH+=(--num_gpus "$NUM_GPUS")
+      if [ -n "${HOSTFILE:-}" ]; then
+        local hosts
+        hosts=$(awk '!/^[[:space:]]*(#|$)/ {print $1}' "$HOSTFILE")
+        [ -n "$hosts" ] || die "HOSTFILE=$HOSTFILE lists no hosts: write one 'HOST slots=GPUS' line per node"
+        LAUNCH+=(--hostfile "$HOSTFILE" --master_addr "${MASTER_ADDR:-$(head -n 1 <<< "$hosts")}")
+        # DeepSpeed runs a one-host hostfile here, without ssh; only several hosts need passwordless ssh (pdsh).
+        [ "$(wc -l <<< "$hosts")" -gt 1 ] || LAUNCH+=(--no_ssh_check)
+      fi
+      ;;
+    srun)
+      : "${MASTER_ADDR:?LAUNCHER=srun runs inside training_scripts/slurm/launch.sbatch, which sets MASTER_ADDR}"
+      LAUNCH=(env "MASTER_ADDR=$MASTER_ADDR" "MASTER_PORT=$MASTER_PORT" srun --nodes "$SLURM_JOB_NUM_NODES"
+              --ntasks-per-node "$NUM_GPUS" --kill-on-bad-exit=1 bash "$ROOT/training_scripts/slurm/task.sh"
+              "$PYTHON" -u)
+      ;;
+    *) die "LAUNCHER=$LAUNCHER: use deepspeed or srun" ;;
+  esac
+}
+
+# prepare [multi_node]: check the overrides and build LAUNCH; call it once the launcher has set its defaults.
+prepare() {
+  _check_inputs
+  if [ "${1:-}" = multi_node ] && [ "${LAUNCHER:-deepspeed}" = deepspeed ] && [ -z "${HOSTFILE:-}" ]; then
+    die "this launcher runs on several nodes: set HOSTFILE to a DeepSpeed hostfile, or submit it with" \
+        "sbatch training_scripts/slurm/launch.sbatch $0"
+  fi
+  OUTPUT=$(realpath -m "$OUTPUT")
+  _launch_command
+}
+
+# The command as one line that a shell reads back into the same words; words that need it are single-quoted.
+_quoted() {
+  local word line=()
+  for word in "$@"; do
+    if [[ "$word" =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then line+=("$word"); else line+=("${word@Q}"); fi
+  done
+  echo "${line[*]}"
+}
+
+# run LOG COMMAND...: print the command (DRY_RUN=1), or run it with its output on the console and appended to LOG.
+run() {
+  local log=$1
+  shift
+  if [ "$DRY_RUN" = 1 ]; then
+    _quoted "$@"
+    return
+  fi
+  mkdir -p "$(dirname "$log")"
+  printf '\n# %s\n%s\n' "$(date '+%F %T')" "$(_quoted "$@")" >> "$log"
+  # tee ignores the signals meant for training, so that a preempted run can still write its last lines.
+  "$@" 2>&1 | (trap '' INT TERM USR1; exec tee -a "$log")
+}
+
+# train STEP OUT_DIR FLAGS...: run step 1 (sft) or step 2 (reward) on every GPU, into OUT_DIR, resuming if it can.
+train() {
+  local entry
+  case "$1" in
+    sft) entry=$ROOT/training/step1_supervised_finetuning/main.py ;;
+    reward) entry=$ROOT/training/step2_reward_model_finetuning/main.py ;;
+    *) die "train: unknown step $1" ;;
+  esac
+  local out=$2
+  shift 2
+  run "$out/training.log" "${LAUNCH[@]}" "$entry" --output_dir "$out" --resume \
+    --enable_tensorboard --tensorboard_path "$out/tensorboard" "$@"
+}
+
+# summarize: each step's eval figure before and after training, and OUTPUT/training_curves.png.
+summarize() {
+  run "$OUTPUT/summary.log" "$PYTHON" -m utils.run_summary "$OUTPUT"
+}
