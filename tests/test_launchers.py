@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ HELPERS = {"utils.tiny_models", "utils.gguf_import", "utils.run_summary"}  # pyt
 
 def launch(script: str | Path, env: dict, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in OVERRIDES and not k.startswith("SLURM_")}
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run(["bash", str(ROOT / script), *args], capture_output=True, text=True, cwd=cwd,
                           env=clean | CPU_ENV | {"PATH": VENV_PATH} | env)
 
 
@@ -179,7 +180,7 @@ def test_two_processes_through_a_localhost_hostfile(opt_dir, pair_files, tmp_pat
                   _tiny_run_env(opt_dir, pair_files, out) | {"HOSTFILE": str(hostfile)}, *_tiny_flags(pair_files))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     steps = [r["step"] for r in read_metrics(out) if r["split"] == "train"]
-    assert max(steps) == 256 // (4 * 2), "4 pairs per process (the recipe's batch) on 2 processes"
+    assert max(steps) == 256 // (8 * 2), "8 pairs per process (the extra flag wins) on 2 processes"
     assert (out / "eval_results.json").exists()
 
 
@@ -261,5 +262,32 @@ def test_sbatch_trains_for_real_through_srun_tasks(opt_dir, pair_files, tmp_path
     proc = launch(SBATCH, env, "training_scripts/opt/multi_node/run_350m.sh", *_tiny_flags(pair_files))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     steps = [r["step"] for r in read_metrics(out) if r["split"] == "train"]
-    assert max(steps) == 256 // (4 * 2)
+    assert max(steps) == 256 // (8 * 2)
     assert "node 0" in proc.stdout and (out / "eval_results.json").exists()
+
+
+def test_slurm_preemption_requeues_and_the_rerun_resumes(opt_dir, pair_files, tmp_path):
+    """USR1 (what --signal=USR1@180 sends) reaches each srun task: they checkpoint and exit 75 through the launcher's
+    log pipe, the job requeues itself, and the rerun of the same job continues from the checkpoint to the end."""
+    out = tmp_path / "run"
+    env = _slurm_env(_fake_slurm_bin(tmp_path, ["localhost"]), "localhost", 1, 2)
+    env |= _tiny_run_env(opt_dir, pair_files, out) | {"PYTHON": sys.executable}
+    args = ["training_scripts/opt/multi_node/run_350m.sh", *_tiny_flags(pair_files), "--num_train_epochs", "20"]
+    clean = {k: v for k, v in os.environ.items() if k not in OVERRIDES and not k.startswith("SLURM_")}
+    job = subprocess.Popen(["bash", str(ROOT / SBATCH), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, cwd=ROOT, env=clean | CPU_ENV | {"PATH": VENV_PATH} | env)
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").exists() and "train" in (out / "metrics.jsonl").read_text()):
+        assert job.poll() is None and time.time() < deadline, job.stdout.read()[-3000:]
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-USR1", "-f", f"^[^ ]*python[^ ]* -u [^ ]*main.py --output_dir {out} "])  # the tasks only
+    log = job.communicate(timeout=240)[0]
+    assert job.returncode == 75, log[-3000:]
+    assert "requeue 4242" in (tmp_path / "scontrol.calls").read_text()
+    saved = sorted((out / "checkpoints").glob("step*"))
+    assert len(saved) == 1 and "preempted" in log
+    again = launch(SBATCH, env, *args)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "resum" in again.stdout.lower() and (out / "eval_results.json").exists()
+    steps = [r["step"] for r in read_metrics(out) if r["split"] == "train"]
+    assert steps == list(range(1, 20 * 16 + 1)), "every step once: the rerun continued where the checkpoint left"
