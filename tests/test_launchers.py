@@ -60,7 +60,7 @@ def parsed_commands(commands: list[list[str]]) -> list[tuple[list[str], str, obj
     for words in commands:
         entry = next((i for i, w in enumerate(words) if w.endswith(".py")), None)
         if entry is None:
-            assert words[1:3] == ["-m", words[2]] and words[2] in HELPERS, words
+            assert words[1] == "-m" and words[2] in HELPERS, words
             continue
         name = Path(words[entry]).resolve().relative_to(ROOT).as_posix()
         found.append((words[:entry], name, PARSERS[name]().parse_args(words[entry + 1:])))

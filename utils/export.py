@@ -16,7 +16,6 @@ from utils.errors import UserError
 from utils.run_log import FINISHED
 
 
-
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:
     """The complete weights on rank 0 (empty elsewhere), one gathered parameter at a time under ZeRO-3."""
     if zero_stage < 3:

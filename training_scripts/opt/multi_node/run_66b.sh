@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Step 1 only: DeepSpeed-Chat's OPT-66b supervised fine-tuning on its four datasets (the step-1 share of
 # --data_split 2,4,4), on several nodes. Four nodes of 8 GPUs with 80 GB each (ZeRO-3, gradient checkpointing;
-# add --offload to fit fewer); global batch 4 per GPU. DeepSpeed-Chat trains this size with LoRA at lr 1e-4; this is
-# full fine-tuning, at the learning rate of its full fine-tuning recipes.
+# add --offload to fit fewer); 4 texts per GPU, a global batch of 128 on four nodes. DeepSpeed-Chat trains this size
+# with LoRA at lr 1e-4; this is full fine-tuning, at the learning rate of its full fine-tuning recipes.
 #   HOSTFILE=hostfile bash training_scripts/opt/multi_node/run_66b.sh [extra flags]
 #   sbatch --nodes 4 training_scripts/slurm/launch.sbatch training_scripts/opt/multi_node/run_66b.sh [extra flags]
 # Overrides: MODEL, DATA, OUTPUT, ZERO_STAGE, NUM_GPUS, HOSTFILE (see training_scripts/common.sh).
