@@ -3,9 +3,9 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import read_metrics, run_step2
+from conftest import LLAMA3_LIKE_CHAT, read_metrics, run_step2
 from utils.encoding import collate_pairs, encode_pairs
 from utils.formatting import format_text
 from utils.metrics import pair_metrics
@@ -51,10 +51,19 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
     assert len(config["id2label"]) == 1 and config["pad_token_id"] is not None
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    assert model.score.out_features == 1, "RewardBench and RLHF code read the head named score"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    if family == "llama_chat":
+        assert AutoTokenizer.from_pretrained(out).chat_template == LLAMA3_LIKE_CHAT
 
     # The pipeline reproduces the trainer's own final evaluation (ZeRO-3: the export gathered the real weights).
     final = json.loads((out / "eval_results.json").read_text())
+
+    # The model card names the base model, the data and the recipe, and gives the final figures.
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
+    assert f"`{model_dir}`" in card and str(pair_files[0]) in card
+    assert f"| score token, loss | {score_token}, {loss} |" in card and f"{final['accuracy']:.4g}" in card
     eval_rows = read_source(str(pair_files[1]))[0]["train"]
     chosen, rejected = _pipeline_scores(out, eval_rows, template)
     again = pair_metrics(chosen, rejected)

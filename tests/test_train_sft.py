@@ -52,6 +52,8 @@ def test_sft_learns_exports_and_generates(request, pair_files, tmp_path, family,
 
     # The export is a plain causal LM whose eval perplexity is the trainer's (ZeRO-3: gathered weights).
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-generation" in card and f"| {final['perplexity']:.4g} |" in card
     assert _perplexity(out, pair_files[1], "--train_on_prompt" in extra)["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4)
 
     # It generates through the pipeline, and stops at the EOS id that ended every training text.

@@ -49,8 +49,9 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
             tmp.mkdir(parents=True)
             model.save_pretrained(tmp, state_dict=state)
             tokenizer.save_pretrained(tmp)
-            for name, content in (extra_files or {}).items():
-                (tmp / name).write_text(json.dumps(content, indent=2, default=str) + "\n")
+            for name, content in (extra_files or {}).items():  # text as it is, anything else as JSON
+                text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str) + "\n"
+                (tmp / name).write_text(text)
             for path in sorted(tmp.iterdir(), key=lambda p: p.name == FINISHED):
                 os.replace(path, out / path.name)
             tmp.rmdir()

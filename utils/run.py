@@ -20,6 +20,7 @@ from utils.encoding import EncodeReport
 from utils.engine import on_gpu, zero3_loading
 from utils.errors import UserError
 from utils.export import export_model
+from utils.model_card import model_card
 from utils.run_log import FINISHED, RunLog
 from utils.sources import Row
 
@@ -70,9 +71,13 @@ class Run:
 
     def finish(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, final: dict[str, float],
                **resolved: Any) -> None:
-        """Export the model with its final evaluation and flags (plus values resolved at run time), then stop."""
+        """Export the model with its final evaluation, flags (plus values resolved at run time) and model card, then
+        stop."""
+        card = model_card(self.args, final, tokenizer, dist.world_size(),
+                          reward=type(model).__name__.endswith("ForSequenceClassification"))
         export_model(model, tokenizer, self.args.output_dir, self.args.zero_stage,
-                     extra_files={"eval_results.json": final, "training_args.json": vars(self.args) | resolved})
+                     extra_files={"eval_results.json": final, "training_args.json": vars(self.args) | resolved,
+                                  "README.md": card})
         self.zero3 = None
         self.log.close()
         dist.shutdown()

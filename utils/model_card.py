@@ -1,0 +1,87 @@
+"""README.md for an exported model: what it is, how to load it, how it was trained and how it scored, so that the
+directory explains itself on the hub, in RewardBench and in RLHF code."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from utils.formatting import format_prompt, format_text
+
+EXAMPLE = ("What is 2 plus 2?", "2 plus 2 is 4.")
+REWARD_FIGURES = ("accuracy", "loss", "chosen_mean", "rejected_mean", "margin_mean", "pairs")
+SFT_FIGURES = ("perplexity", "loss", "tokens")
+
+
+def _hub_names(names: list[str]) -> list[str]:
+    """Names that can only be hub repositories: an owner/name that is not a local path."""
+    return [n for n in names if n.count("/") == 1 and not n.startswith((".", "/", "~")) and not Path(n).exists()]
+
+
+def _front_matter(args: argparse.Namespace, reward: bool) -> list[str]:
+    lines = ["---", "library_name: transformers",
+             f"pipeline_tag: {'text-classification' if reward else 'text-generation'}",
+             f"tags: [{'reward-model' if reward else 'sft'}, rlhf-steps]"]
+    base = _hub_names([args.model_name_or_path])
+    if base:
+        lines.append(f"base_model: {base[0]}")
+    datasets = _hub_names(args.data_path)
+    if datasets:
+        lines.append(f"datasets: [{', '.join(datasets)}]")
+    return lines + ["---", ""]
+
+
+def _usage(reward: bool, template: str, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    if reward:
+        text = format_text(*EXAMPLE, template, tokenizer)
+        code = ['from transformers import pipeline', '',
+                'rm = pipeline("text-classification", model="THIS_DIR", function_to_apply="none")',
+                f'score = rm({text!r})[0]["score"]']
+        note = ("Scores are raw rewards (no sigmoid). The tokenizer appends the EOS id, where the score is read; "
+                f"write each prompt and answer as training did (the `{template}` template), as in the example.")
+    else:
+        prompt = format_prompt(EXAMPLE[0], template, tokenizer)
+        code = ['from transformers import pipeline', '',
+                'lm = pipeline("text-generation", model="THIS_DIR")',
+                f'print(lm({prompt!r}, max_new_tokens=64)[0]["generated_text"])']
+        note = f"Prompts are written with the `{template}` template, as in the example."
+    return ["## Use", "", "```python", *code, "```", "", note, ""]
+
+
+def _training(args: argparse.Namespace, world_size: int, reward: bool) -> list[str]:
+    evals = (", ".join(args.eval_data_path) if args.eval_data_path else f"split `{args.eval_split}`"
+             if args.eval_split else f"each source's test split, or a held-out {args.eval_fraction:g} of its rows")
+    rows = [("base model", args.model_name_or_path),
+            ("data", f"{', '.join(args.data_path)} (split `{args.train_split}`, --data_split {args.data_split})"),
+            ("eval data", evals),
+            ("template", args.template),
+            ("epochs, learning rate, schedule",
+             f"{args.num_train_epochs}, {args.learning_rate:g}, {args.lr_scheduler_type.value} with "
+             f"{args.num_warmup_steps} warm-up steps"),
+            ("weight decay", f"{args.weight_decay:g}"),
+            ("global batch", f"{args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} "
+                             f"accumulation × {world_size} process(es)"),
+            ("max length, over-length rows", f"{args.max_seq_len} tokens, {args.overlength}"),
+            ("precision, ZeRO stage", f"{args.dtype or 'default'}, {args.zero_stage}")]
+    if reward:
+        rows.insert(4, ("score token, loss", f"{args.score_token}, {args.loss}"))
+    return ["## Training", "", "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
+            "All flags are in `training_args.json`.", ""]
+
+
+def model_card(args: argparse.Namespace, final: dict, tokenizer: PreTrainedTokenizerBase, world_size: int,
+               reward: bool) -> str:
+    figures = REWARD_FIGURES if reward else SFT_FIGURES
+    what = ("A reward model: one score per text, from a sequence-classification head (`score`, one label) on "
+            f"`{args.model_name_or_path}`, trained on preference pairs with rlhf-steps step 2." if reward else
+            f"A causal LM fine-tuned from `{args.model_name_or_path}` on prompts and chosen answers with rlhf-steps "
+            "step 1.")
+    evaluation = ["## Evaluation", "", "On the held-out split at the end of training (`eval_results.json`):", "",
+                  "| " + " | ".join(figures) + " |", "|" + "---|" * len(figures),
+                  "| " + " | ".join(f"{final[k]:.4g}" if isinstance(final[k], float) else str(final[k])
+                                    for k in figures) + " |", ""]
+    title = "Reward model" if reward else "Fine-tuned model"
+    return "\n".join([*_front_matter(args, reward), f"# {title} trained from {args.model_name_or_path}", "", what, "",
+                      *_usage(reward, args.template, tokenizer), *_training(args, world_size, reward),
+                      *evaluation])
