@@ -8,6 +8,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from utils.dschat_convert import convert, is_dschat_checkpoint
 from utils.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -31,17 +32,26 @@ def _checked_config(model_dir: str):
 
 class RewardScorer:
     def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu") -> None:
+        """Any reward-model directory; a DeepSpeed-Chat step-2 output is converted in memory first."""
         self.model_dir, self.device = model_dir, device
-        self.config = _checked_config(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=DTYPES[dtype], output_loading_info=True)
-        head = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier", "v_head")]
-        if head:
-            raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
-                            "scores would be random")
+        if is_dschat_checkpoint(model_dir):
+            model, self.tokenizer = convert(model_dir)
+            model = model.to(DTYPES[dtype])
+            print(f"{model_dir} is a DeepSpeed-Chat step-2 checkpoint: converted it in memory (python -m "
+                  f"utils.dschat_convert {model_dir} OUT_DIR saves the conversion)", flush=True)
+            self.config, self._pipeline_model = model.config, dict(model=model, tokenizer=self.tokenizer)
+        else:
+            self.config = _checked_config(model_dir)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    model_dir, dtype=DTYPES[dtype], output_loading_info=True)
+            head = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier", "v_head")]
+            if head:
+                raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
+                                "scores would be random")
+            self._pipeline_model = dict(model=model_dir)  # loaded afresh from the directory, as users will
         self.model = model.to(device).eval()
 
     @torch.no_grad()
@@ -63,7 +73,7 @@ class RewardScorer:
     def check_pipeline(self, texts: list[str], scores: list[float], tolerance: float = 1e-4) -> float:
         """Re-score through transformers.pipeline, as downstream users will; any difference over tolerance is an
         error. Returns the largest difference."""
-        scorer = pipeline("text-classification", model=self.model_dir, function_to_apply="none", device=self.device)
+        scorer = pipeline("text-classification", **self._pipeline_model, function_to_apply="none", device=self.device)
         again = [out["score"] for out in scorer(texts, batch_size=1)]
         worst = max(abs(a - b) for a, b in zip(again, scores))
         if worst > tolerance:

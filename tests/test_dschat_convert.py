@@ -1,0 +1,101 @@
+"""DeepSpeed-Chat step-2 checkpoints, laid out as DeepSpeed-Chat saves them, converted to a reward model that
+transformers loads and that scores as DeepSpeed-Chat's own first_pad rule did."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from conftest import ROOT
+from utils.dschat_convert import is_dschat_checkpoint
+from utils.formatting import format_text
+from utils.reward_model import score_positions
+from utils.synthetic import generate_pairs
+
+
+def _dschat_checkpoint(base_dir: Path, out: Path, prefix: str = "rwtranrsformer.", record_name: bool = True) -> Path:
+    """What DeepSpeed-Chat's save_hf_format writes: the RewardModel state dict as pytorch_model.bin, the backbone's
+    config.json and the tokenizer's vocabulary files (vocab.json and merges.txt), nothing else."""
+    torch.manual_seed(0)
+    backbone = AutoModel.from_pretrained(base_dir)
+    v_head = torch.nn.Linear(backbone.config.word_embed_proj_dim if backbone.config.model_type == "opt"
+                             else backbone.config.hidden_size, 1, bias=False)
+    state = {prefix + k: v for k, v in backbone.state_dict().items()} | {"v_head.weight": v_head.weight.detach()}
+    out.mkdir()
+    torch.save(state, out / "pytorch_model.bin")
+    config = backbone.config.to_dict() | {"_name_or_path": str(base_dir)}
+    if not record_name:
+        del config["_name_or_path"]
+    (out / "config.json").write_text(json.dumps(config))
+    AutoTokenizer.from_pretrained(base_dir).backend_tokenizer.model.save(str(out))
+    return out
+
+
+def _dschat_scores(base_dir: Path, ckpt: Path, texts: list[str], num_padding: int) -> torch.Tensor:
+    """DeepSpeed-Chat's RewardModel forward: v_head on every position, read before the first pad (= EOS) that
+    follows num_padding_at_beginning of them."""
+    state = torch.load(ckpt / "pytorch_model.bin", weights_only=True)
+    prefix = "rwtranrsformer." if any(k.startswith("rwtranrsformer.") for k in state) else "rwtransformer."
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(base_dir))
+    backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.pad_token = tokenizer.eos_token
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        values = backbone.eval()(**batch).last_hidden_state @ state["v_head.weight"][0]
+    index = score_positions(batch["input_ids"], batch["attention_mask"], "first_pad", tokenizer.eos_token_id,
+                            num_padding)
+    return values.gather(1, index[:, None])[:, 0]
+
+
+TEXTS = [format_text(r["prompt"], r[k], "dschat") + "<|endoftext|>" for r in generate_pairs(12, seed=3)
+         for k in ("chosen", "rejected")]
+
+
+@pytest.mark.parametrize("family, num_padding, prefix", [("opt", 1, "rwtranrsformer."), ("llama", 0, "rwtransformer.")])
+def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family, num_padding, prefix):
+    base = request.getfixturevalue(f"{family}_dir")
+    ckpt = _dschat_checkpoint(base, tmp_path / "dschat", prefix)
+    assert is_dschat_checkpoint(ckpt) and not is_dschat_checkpoint(base)
+    out = tmp_path / "converted"
+    proc = subprocess.run([sys.executable, "-m", "utils.dschat_convert", str(ckpt), str(out)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1 and model.score.out_features == 1
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.pad_token_id == tokenizer.pad_token_id != tokenizer.eos_token_id
+    rm = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
+    ours = torch.tensor([o["score"] for o in rm(TEXTS, batch_size=5)])
+    assert torch.allclose(ours, _dschat_scores(base, ckpt, TEXTS, num_padding), atol=1e-5)
+
+
+def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir, tmp_path):
+    ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat")
+    proc = subprocess.run([sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--prompt", "Hi?",
+                           "--answer", "Hello.", "--output", str(tmp_path / "scores.json"), "--check_pipeline"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeepSpeed-Chat step-2 checkpoint" in proc.stdout and "converted it" in proc.stdout
+    text = format_text("Hi?", "Hello.", "dschat")
+    expected = _dschat_scores(opt_dir, ckpt, [text], num_padding=1)[0].item()
+    assert json.loads((tmp_path / "scores.json").read_text())[0]["score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):
+    ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat", record_name=False)
+    run = [sys.executable, "-m", "utils.dschat_convert"]
+    proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out"), "--tokenizer", str(opt_dir)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run(run + [str(opt_dir), str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "is not a DeepSpeed-Chat reward model" in proc.stderr
