@@ -20,6 +20,7 @@ from utils import distributed as dist
 from utils.checkpoint import Position, load_checkpoint, save_checkpoint
 from utils.errors import Preempted
 from utils.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
+from utils.lora import is_lora_parameter
 from utils.run_log import RunLog
 from utils.sampling import TrainSampler
 from utils.throughput import Throughput, measured_peak_flops
@@ -65,22 +66,23 @@ def eval_batches(model: nn.Module, loader: DataLoader, max_batches: int) -> Iter
         yield {k: v.to(device) for k, v in batch.items()}
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and norm weights, as DeepSpeed-Chat does."""
-    decay, no_decay = [], []
+def _param_groups(model: nn.Module, weight_decay: float, lora_lr: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and norm weights, as DeepSpeed-Chat does; LoRA adapters at their own rate."""
+    decay, no_decay, lora = [], [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             ndim = len(getattr(param, "ds_shape", param.shape))  # ZeRO-3 partitions hold flat shards
             skip = name.endswith("bias") or "norm" in name.lower() or ndim < 2
-            (no_decay if skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (lora if is_lora_parameter(name) else no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+              {"params": lora, "weight_decay": 0.0, "lr": lora_lr}]
     return [group for group in groups if group["params"]]
 
 
 def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[str, Any],
                  total_steps: int) -> deepspeed.DeepSpeedEngine:
     """AdamW on CPU, FusedAdam on GPU, DeepSpeedCPUAdam with --offload; a transformers LR schedule."""
-    groups = _param_groups(module, args.weight_decay)
+    groups = _param_groups(module, args.weight_decay, args.lora_learning_rate)
     if args.offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 

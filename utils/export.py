@@ -1,6 +1,7 @@
 """Saving a trained model as a plain Hugging Face directory, gathering ZeRO-3 shards first."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import UserError
+from utils.lora import merge_lora
 from utils.run_log import FINISHED
 
 
@@ -34,11 +36,12 @@ def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.
 
 
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, zero_stage: int,
-                 extra_files: dict[str, Any] | None = None) -> None:
+                 extra_files: dict[str, Any] | None = None, lora: argparse.Namespace | None = None) -> None:
     """config.json, model.safetensors and the full tokenizer, loadable by from_pretrained and pipeline().
 
     Everything is written to a temporary folder first and then moved in, FINISHED last: a crash or a full disk
     never leaves a half-written model that looks finished, and files already there stay until replaced.
+    `lora` (the run's flags, for a LoRA run): the adapters are merged in, and kept in adapter/ on --save_adapter.
     """
     state = full_state_dict(model, zero_stage)
     if is_main():
@@ -47,6 +50,8 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
+            if lora is not None:
+                model, state = merge_lora(model, state, lora, tmp / "adapter" if lora.save_adapter else None)
             model.save_pretrained(tmp, state_dict=state)
             tokenizer.save_pretrained(tmp)
             for name, content in (extra_files or {}).items():  # text as it is, anything else as JSON

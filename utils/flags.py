@@ -103,6 +103,23 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                              "count it. A non-finite gradient norm always stops (fp16 overflows are DeepSpeed's to "
                              "skip, and are counted). Default: %(default)s")
 
+    lora = parser.add_argument_group("LoRA (through PEFT)")
+    lora.add_argument("--lora_dim", type=int, default=0, help="LoRA rank; 0: no LoRA. Default: %(default)s")
+    lora.add_argument("--lora_module_name", default="layers.",
+                      help="Add adapters to the linear layers whose names contain this (DeepSpeed-Chat uses "
+                           "'decoder.layers.' for OPT). Default: %(default)s")
+    lora.add_argument("--only_optimize_lora", action="store_true",
+                      help="Train only the adapters (and step 2's score head); otherwise every weight trains too.")
+    lora.add_argument("--lora_learning_rate", type=float, default=5e-4,
+                      help="The adapters' learning rate, a parameter group of its own. Default: %(default)s")
+    lora.add_argument("--lora_alpha", type=float, default=None,
+                      help="LoRA alpha; the update is scaled by alpha / rank. Default: the rank (scale 1, as "
+                           "DeepSpeed-Chat).")
+    lora.add_argument("--lora_dropout", type=float, default=0.0, help="Default: %(default)s")
+    lora.add_argument("--save_adapter", action="store_true",
+                      help="Also save the adapter (PEFT format, with the score head) in OUTPUT_DIR/adapter; the "
+                           "exported model always has the adapters merged in.")
+
     engine = parser.add_argument_group("DeepSpeed engine")
     engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")
     engine.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,

@@ -66,6 +66,10 @@ def _training(args: argparse.Namespace, world_size: int, reward: bool) -> list[s
             ("precision, ZeRO stage", f"{args.dtype or 'default'}, {args.zero_stage}")]
     if reward:
         rows.insert(4, ("score token, loss", f"{args.score_token}, {args.loss}"))
+    if args.lora_dim:
+        rows.append(("LoRA (merged)", f"rank {args.lora_dim}, alpha {args.lora_alpha or args.lora_dim:g}, on "
+                                      f"`{args.lora_module_name}`, lr {args.lora_learning_rate:g}"
+                                      + (", adapters only" if args.only_optimize_lora else "")))
     return ["## Training", "", "| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
             "All flags are in `training_args.json`.", ""]
 

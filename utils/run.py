@@ -77,7 +77,7 @@ class Run:
                           reward=type(model).__name__.endswith("ForSequenceClassification"))
         export_model(model, tokenizer, self.args.output_dir, self.args.zero_stage,
                      extra_files={"eval_results.json": final, "training_args.json": vars(self.args) | resolved,
-                                  "README.md": card})
+                                  "README.md": card}, lora=self.args if self.args.lora_dim else None)
         self.zero3 = None
         self.log.close()
         dist.shutdown()

@@ -8,6 +8,7 @@ from utils.encoding import EncodeReport, collate_segments, collate_sft, encode_s
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import sft_parser
+from utils.lora import add_lora
 from utils.model import load_causal_lm, load_tokenizer
 from utils.run import start_run
 from utils.sources import SFT_FIELDS, Row
@@ -45,8 +46,8 @@ def main() -> None:
             train_collate = functools.partial(collate_segments, pad_id=tokenizer.pad_token_id)
     lengths = None if args.length_grouping == "off" else [len(text["input_ids"]) for text in train_texts]
     loader = train_loader(train_texts, args.per_device_train_batch_size, train_collate, args.seed, lengths)
-    model = load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
-                           args.trust_remote_code)
+    model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
+                                    args.trust_remote_code), args)
     engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))
 
     objective = SFTObjective(args.compute_fp32_loss)

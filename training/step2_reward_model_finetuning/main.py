@@ -8,6 +8,7 @@ from utils.encoding import encode_pairs
 from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import reward_parser
+from utils.lora import add_lora
 from utils.model import load_reward_model, load_tokenizer, resolve_num_padding
 from utils.reward_model import RewardModel
 from utils.reward_training import RewardObjective, pair_collate
@@ -36,8 +37,8 @@ def main() -> None:
     run.log.info(f"batches: {layout}")
     lengths = None if args.length_grouping == "off" else [pair_row_length(p) for p in train_pairs]
     loader = train_loader(train_pairs, args.per_device_train_batch_size, collate, args.seed, lengths)
-    model = load_reward_model(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
-                              args.trust_remote_code)
+    model = add_lora(load_reward_model(args.model_name_or_path, tokenizer, args.dropout,
+                                       args.gradient_checkpointing, args.trust_remote_code), args)
     engine = build_engine(RewardModel(model), args, run.ds_config, optimizer_steps(loader, args))
 
     objective = RewardObjective(args.score_token, tokenizer.pad_token_id, num_padding, args.loss,
