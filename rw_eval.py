@@ -74,6 +74,10 @@ def main() -> None:
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
     scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device)
+    if scorer.converted and args.write_normalization:
+        raise UserError("--write_normalization writes into the model's config.json: convert the DeepSpeed-Chat "
+                        f"checkpoint first (python -m utils.dschat_convert {args.model_name_or_path} OUT_DIR), "
+                        "then evaluate OUT_DIR")
     if args.data_path:
         spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),
                         on_bad_row=args.on_bad_row)

@@ -87,6 +87,9 @@ def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir,
     text = format_text("Hi?", "Hello.", "dschat")
     expected = _dschat_scores(opt_dir, ckpt, [text], num_padding=1)[0].item()
     assert json.loads((tmp_path / "scores.json").read_text())[0]["score"] == pytest.approx(expected, abs=1e-5)
+    refused = subprocess.run([sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--data_path",
+                              "synthetic:40", "--write_normalization"], capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "convert the DeepSpeed-Chat checkpoint first" in refused.stderr
 
 
 def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):

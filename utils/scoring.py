@@ -34,7 +34,8 @@ class RewardScorer:
     def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu") -> None:
         """Any reward-model directory; a DeepSpeed-Chat step-2 output is converted in memory first."""
         self.model_dir, self.device = model_dir, device
-        if is_dschat_checkpoint(model_dir):
+        self.converted = is_dschat_checkpoint(model_dir)
+        if self.converted:
             model, self.tokenizer = convert(model_dir)
             model = model.to(DTYPES[dtype])
             print(f"{model_dir} is a DeepSpeed-Chat step-2 checkpoint: converted it in memory (python -m "
