@@ -58,6 +58,8 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
                 text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str) + "\n"
                 (tmp / name).write_text(text)
             for path in sorted(tmp.iterdir(), key=lambda p: p.name == FINISHED):
+                if path.is_dir():  # a folder (the adapter) replaces the old one whole
+                    shutil.rmtree(out / path.name, ignore_errors=True)
                 os.replace(path, out / path.name)
             tmp.rmdir()
         except OSError as err:
