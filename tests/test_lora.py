@@ -57,17 +57,21 @@ def test_zero3_export_scores_as_the_engine_did(opt_dir, pair_files, tmp_path, lo
 
 
 def test_sft_with_lora_exports_a_merged_causal_lm(opt_dir, pair_files, tmp_path):
+    """Adapters alone: the LM head, tied to the embeddings, stays frozen too."""
     train, evals = pair_files
     out = tmp_path / "sft"
     run_step1(["--model_name_or_path", opt_dir, "--data_path", train, "--eval_data_path", evals, "--data_split",
-               "1,0,0", "--max_seq_len", 96, "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32",
-               "--num_train_epochs", 2, "--lora_dim", 8, "--lora_module_name", "decoder.layers.", "--output_dir", out])
+               "1,0,0", "--max_seq_len", 96, "--dropout", 0.0, "--dtype", "fp32", "--num_train_epochs", 2,
+               "--lora_dim", 8, "--lora_module_name", "decoder.layers.", "--only_optimize_lora",
+               "--lora_learning_rate", 1e-2, "--output_dir", out])
     evals_logged = [m for m in read_metrics(out) if m["split"] == "eval"]
-    assert evals_logged[-1]["perplexity"] < 0.5 * evals_logged[0]["perplexity"]
+    assert evals_logged[-1]["perplexity"] < 0.9 * evals_logged[0]["perplexity"], "the adapters alone learn"
     final = json.loads((out / "eval_results.json").read_text())
     assert _perplexity(out, evals, False)["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4)
     weights = load_file(out / "model.safetensors")
     assert not any("lora_" in k for k in weights)
+    embeddings = "model.decoder.embed_tokens.weight"
+    assert torch.equal(weights[embeddings], load_file(opt_dir / "model.safetensors")[embeddings])
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "OPTForCausalLM" and not (out / "adapter").exists()
 

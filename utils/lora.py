@@ -13,7 +13,8 @@ from transformers import PreTrainedModel
 
 from utils.errors import UserError
 
-HEADS = ("score", "lm_head")  # output heads are trained in full, never given adapters
+HEADS = ("score", "lm_head")  # output heads never get adapters
+SCORE_HEAD = "score"  # a reward model's head always trains in full
 LORA_PARAM = "lora_"
 
 
@@ -24,19 +25,20 @@ def lora_config(model: PreTrainedModel, args: argparse.Namespace, keep_head: boo
     if not targets:
         raise UserError(f"--lora_module_name {args.lora_module_name!r} matches no linear layer of "
                         f"{type(model).__name__}: use a part of its layer names, such as 'layers.'")
-    head = [h for h in HEADS[:1] if hasattr(model, h)] if keep_head else None
+    head = [SCORE_HEAD] if keep_head and hasattr(model, SCORE_HEAD) else None
     return LoraConfig(r=args.lora_dim, lora_alpha=args.lora_alpha or args.lora_dim, lora_dropout=args.lora_dropout,
                       target_modules=targets, modules_to_save=head)
 
 
 def add_lora(model: PreTrainedModel, args: argparse.Namespace) -> PreTrainedModel:
     """The same model with LoRA layers in place (nothing changes with --lora_dim 0). With --only_optimize_lora only
-    the adapters and the score head train; otherwise every weight does, as in DeepSpeed-Chat."""
+    the adapters and a reward model's score head train (a causal LM's head stays frozen: it may be tied to the
+    embeddings); otherwise every weight does, as in DeepSpeed-Chat."""
     if not args.lora_dim:
         return model
     get_peft_model(model, lora_config(model, args))
     for name, param in model.named_parameters():
-        if not args.only_optimize_lora or name.split(".")[0] in HEADS:
+        if not args.only_optimize_lora or name.split(".")[0] == SCORE_HEAD:
             param.requires_grad_(True)
     return model
 
@@ -52,9 +54,10 @@ def merge_lora(model: PreTrainedModel, state: dict[str, torch.Tensor], args: arg
     fresh = type(model)(model.config)
     wrapped = get_peft_model(fresh, lora_config(fresh, args, keep_head=adapter_dir is not None))
     if adapter_dir is not None:  # the trained head goes to both places PEFT keeps it
-        for key in [k for k in state if k.startswith("score.")]:
-            value, rest = state.pop(key), key[len("score."):]
-            state[f"score.original_module.{rest}"] = state[f"score.modules_to_save.default.{rest}"] = value
+        for key in [k for k in state if k.startswith(f"{SCORE_HEAD}.")]:
+            value, rest = state.pop(key), key[len(SCORE_HEAD) + 1:]
+            for place in ("original_module", "modules_to_save.default"):
+                state[f"{SCORE_HEAD}.{place}.{rest}"] = value
     wrapped.get_base_model().load_state_dict(state)
     if adapter_dir is not None:
         wrapped.save_pretrained(adapter_dir)
