@@ -18,7 +18,8 @@ from utils.reward_model import score_positions
 from utils.synthetic import generate_pairs
 
 
-def _dschat_checkpoint(base_dir: Path, out: Path, prefix: str = "rwtranrsformer.", record_name: bool = True) -> Path:
+def _dschat_checkpoint(base_dir: Path, out: Path, prefix: str = "rwtranrsformer.", record_name: bool = True,
+                       legacy: bool = False) -> Path:
     """What DeepSpeed-Chat's save_hf_format writes: the RewardModel state dict as pytorch_model.bin, the backbone's
     config.json and the tokenizer's vocabulary files (vocab.json and merges.txt), nothing else."""
     torch.manual_seed(0)
@@ -27,7 +28,7 @@ def _dschat_checkpoint(base_dir: Path, out: Path, prefix: str = "rwtranrsformer.
                              else backbone.config.hidden_size, 1, bias=False)
     state = {prefix + k: v for k, v in backbone.state_dict().items()} | {"v_head.weight": v_head.weight.detach()}
     out.mkdir()
-    torch.save(state, out / "pytorch_model.bin")
+    torch.save(state, out / "pytorch_model.bin", _use_new_zipfile_serialization=not legacy)
     config = backbone.config.to_dict() | {"_name_or_path": str(base_dir)}
     if not record_name:
         del config["_name_or_path"]
@@ -102,3 +103,7 @@ def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = subprocess.run(run + [str(opt_dir), str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "is not a DeepSpeed-Chat reward model" in proc.stderr
+    legacy = _dschat_checkpoint(opt_dir, tmp_path / "legacy", legacy=True)  # torch's old format: no memory map
+    assert is_dschat_checkpoint(legacy)
+    proc = subprocess.run(run + [str(legacy), str(tmp_path / "out3")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -28,13 +29,18 @@ HEAD = "v_head.weight"
 
 
 def _state_dict(src: Path) -> dict[str, torch.Tensor] | None:
-    """The checkpoint's tensors, memory-mapped (only the keys are read until the weights are used)."""
+    """The checkpoint's tensors, memory-mapped where the file allows it (only the keys are read until the weights
+    are used); files in torch's old format are read whole."""
     path = src / WEIGHTS
     if not path.is_file():
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, OSError, ValueError) as err:
+    except RuntimeError:
+        pass
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
 
 
@@ -43,11 +49,16 @@ def _backbone_prefix(state: dict[str, torch.Tensor]) -> str | None:
 
 
 def is_dschat_checkpoint(src: str | Path) -> bool:
+    """Whether a folder holds DeepSpeed-Chat's layout; any other weights file, readable or not, is left to
+    transformers."""
     src = Path(src)
     if not (src / WEIGHTS).is_file() or (src / "model.safetensors").exists():
         return False
-    state = _state_dict(src)
-    return HEAD in state and _backbone_prefix(state) is not None
+    try:
+        state = _state_dict(src)
+    except UserError:
+        return False
+    return isinstance(state, dict) and HEAD in state and _backbone_prefix(state) is not None
 
 
 def _tokenizer_source(src: Path, given: str | None) -> str:
