@@ -21,7 +21,7 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTo
                           PreTrainedTokenizerBase)
 
 from utils.errors import UserError, exit_on_user_error
-from utils.model import DEDICATED_PAD
+from utils.model import fit_to_tokenizer, use_dedicated_pad
 
 WEIGHTS = "pytorch_model.bin"
 BACKBONE_PREFIXES = ("rwtranrsformer.", "rwtransformer.")
@@ -88,8 +88,7 @@ def convert(src: str | Path, tokenizer_name: str | None = None) -> tuple[PreTrai
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the tokenizer '{source}' for {src}: {err}; pass --tokenizer") from None
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": DEDICATED_PAD})
+    use_dedicated_pad(tokenizer)
     tokenizer.padding_side = "right"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -100,9 +99,7 @@ def convert(src: str | Path, tokenizer_name: str | None = None) -> tuple[PreTrai
     if missing or unexpected:
         raise UserError(f"{src}: the weights do not fit a {type(model).__name__} built from its config.json "
                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    fit_to_tokenizer(model, tokenizer)
     return model.eval(), tokenizer
 
 

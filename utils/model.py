@@ -53,12 +53,26 @@ def load_tokenizer(name: str, score_token: str, append_eos: bool, eot_token: str
         raise UserError(f"the tokenizer of '{name}' has no EOS token: set eos_token in its tokenizer_config.json")
     if score_token == "first_pad":
         tokenizer.pad_token = tokenizer.eos_token
-    elif tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": DEDICATED_PAD})
+    else:
+        use_dedicated_pad(tokenizer)
     tokenizer.padding_side = "right"
     if append_eos:
         _append_eos(tokenizer)
     return tokenizer
+
+
+def use_dedicated_pad(tokenizer: PreTrainedTokenizerBase) -> None:
+    """A pad token of its own where there is none, or where it is the EOS: pad = EOS would hide the scored EOS from
+    the model's pooling."""
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": DEDICATED_PAD})
+
+
+def fit_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Embeddings sized for the tokenizer's added tokens, and the pad id the model's own pooling looks for."""
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def leading_eos_count(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -102,9 +116,7 @@ def _load_model(auto_class, name: str, tokenizer: PreTrainedTokenizerBase, dropo
         warnings.filterwarnings("ignore", message=".*newly initialized.*")
         model = _load("weights", auto_class.from_pretrained, name, config=config, dtype=torch.float32,
                       trust_remote_code=trust_remote_code)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    fit_to_tokenizer(model, tokenizer)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
