@@ -15,13 +15,13 @@ import json
 
 import torch
 
-from utils.data import DataSpec, column_map, load_eval_rows
+from utils.data.splits import DataSpec, column_map, load_eval_rows
 from utils.errors import UserError, exit_on_user_error
 from utils.flags import reading_flags
-from utils.formatting import format_text
-from utils.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
-from utils.scoring import DTYPES, RewardScorer
-from utils.sources import SOURCES_HELP
+from utils.data.formatting import format_text
+from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
+from utils.evaluation.scoring import DTYPES, RewardScorer
+from utils.data.sources import SOURCES_HELP
 
 # A prompt, a good answer and a bad one: a trained reward model should score the good one higher.
 EXAMPLES = [
@@ -76,7 +76,7 @@ def main() -> None:
     scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device)
     if scorer.converted and args.write_normalization:
         raise UserError("--write_normalization writes into the model's config.json: convert the DeepSpeed-Chat "
-                        f"checkpoint first (python -m utils.dschat_convert {args.model_name_or_path} OUT_DIR), "
+                        f"checkpoint first (python -m utils.models.dschat_convert {args.model_name_or_path} OUT_DIR), "
                         "then evaluate OUT_DIR")
     if args.data_path:
         spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),

@@ -38,16 +38,16 @@ class PadCounter:
 def run_ours(pad_id: int, argv: list[str]) -> dict[str, object]:
     """Our entrypoint as `python main.py ARGS`, with only its train loader's collate function wrapped by a counter:
     a cross-check of the trainer's own token counts, and the pad fraction where it does not log them."""
-    import utils.engine
+    from utils.engine import loop
 
     counters: list[PadCounter] = []
-    original = utils.engine.train_loader
+    original = loop.train_loader
 
     def counted_loader(dataset, batch_size, collate, *args, **kwargs):
         counters.append(PadCounter(collate, pad_id))
         return original(dataset, batch_size, counters[-1], *args, **kwargs)
 
-    utils.engine.train_loader = counted_loader
+    loop.train_loader = counted_loader
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
     return {"collate_counts": counters[0].counts() if counters else None}

@@ -12,11 +12,11 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from utils.formatting import format_text
-from utils.model import load_tokenizer
-from utils.shared_prompt import pair_row_length, shared_length
-from utils.sources import FIELDS, Row, RowChecker, read_source
-from utils.tiny_models import FAMILIES
+from utils.data.formatting import format_text
+from utils.models.loading import load_tokenizer
+from utils.data.shared_prompt import pair_row_length, shared_length
+from utils.data.sources import FIELDS, Row, RowChecker, read_source
+from utils.models.tiny import FAMILIES
 
 TEMPLATE = "dschat"  # the trainer's default; TRL and the baseline get texts formatted by the same function
 

@@ -10,9 +10,9 @@ mkdir -p "$OUT"
 COMMON=(--data_path synthetic:3000 --data_split 0,1,0 --max_seq_len 128 --per_device_train_batch_size 16
         --per_device_eval_batch_size 64 --learning_rate 2e-3 --num_warmup_steps 20 --dropout 0.0)
 
-"$PY" -m utils.tiny_models "$OUT/tiny" --family opt
-"$PY" -m utils.tiny_models "$OUT/tiny_llama" --family llama
-"$PY" -m utils.tiny_models "$OUT/opt350m_shaped" --family opt --hidden 1024 --layers 24 --heads 16
+"$PY" -m utils.models.tiny "$OUT/tiny" --family opt
+"$PY" -m utils.models.tiny "$OUT/tiny_llama" --family llama
+"$PY" -m utils.models.tiny "$OUT/opt350m_shaped" --family opt --hidden 1024 --layers 24 --heads 16
 
 run() {
   local name=$1 start=$SECONDS; shift
@@ -36,9 +36,9 @@ run opt350m_shaped_bf16 "$PY" $STEP2 --model_name_or_path "$OUT/opt350m_shaped" 
 "$PY" - "$OUT/torchrun_fp32_zero1" <<'PYEOF'
 import json, sys, torch
 from transformers import pipeline
-from utils.data import read_source
-from utils.formatting import format_text
-from utils.metrics import pair_metrics
+from utils.data.splits import read_source
+from utils.data.formatting import format_text
+from utils.objectives.metrics import pair_metrics
 out = sys.argv[1]
 rows = read_source("synthetic:3000")[1]
 pipe = pipeline("text-classification", model=out, function_to_apply="none", device=0)

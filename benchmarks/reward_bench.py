@@ -282,7 +282,7 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
         "trainers": runs,
         "trl_notes": {
             "data_format": "standard (implicit prompt): chosen and rejected full texts, formatted by "
-                           "utils.formatting.format_text exactly as our trainer formats them",
+                           "utils.data.formatting.format_text exactly as our trainer formats them",
             "eos": "appends the EOS token as text to each string before tokenizing; the tokenizer's post-processor "
                    "adds the BOS, so TRL's ids equal ours (see token_ids_identical_to_ours)",
             "over_length": "RewardConfig.max_length drops pairs whose chosen or rejected ids exceed it; "

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.synthetic import generate_pairs
-from utils.tiny_models import build_tiny_model
+from utils.data.synthetic import generate_pairs
+from utils.models.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP1 = ROOT / "training" / "step1_supervised_finetuning" / "main.py"

@@ -8,10 +8,10 @@ import datasets
 import pytest
 from tokenizers import processors
 
-import utils.cache as cache
-from utils.cache import cached, fingerprint, tokenizer_fingerprint
+import utils.data.cache as cache
+from utils.data.cache import cached, fingerprint, tokenizer_fingerprint
 from utils.errors import UserError
-from utils.tiny_models import build_tokenizer
+from utils.models.tiny import build_tokenizer
 
 ROWS = [{"chosen": [1, 5, 9, 2], "rejected": [1, 7, 2]}, {"chosen": [1, 300, 2], "rejected": []},
         {"chosen": [1, 2**40, 2], "rejected": [1, 4, 4, 4, 2]}]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from utils.checkpoint import Position, find_checkpoint, save_checkpoint
+from utils.engine.checkpoint import Position, find_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.export import export_model
+from utils.models.export import export_model
 
 
 class FolderOnlyEngine:

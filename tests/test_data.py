@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from utils.data import DataSpec, load_rows
-from utils.sources import read_source
+from utils.data.splits import DataSpec, load_rows
+from utils.data.sources import read_source
 from utils.errors import UserError
 
 GOOD = {"prompt": "What is 2 plus 2?", "chosen": "It is 4.", "rejected": "It is 7."}

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from utils.data import DataSpec
-from utils.encoding import encode_pairs
-from utils.model import load_tokenizer
-from utils.run import Run
-from utils.run_log import RunLog
+from utils.data.splits import DataSpec
+from utils.data.encoding import encode_pairs
+from utils.models.loading import load_tokenizer
+from utils.engine.run import Run
+from utils.engine.run_log import RunLog
 
 ROWS = [{"prompt": "What is 2 plus 2?", "chosen": "It is 4, because 2 and 2 make 4.", "rejected": "5."},
         {"prompt": "What color is snow?", "chosen": "White.", "rejected": "Snow is usually bright green."},

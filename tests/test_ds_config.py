@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from utils.ds_config import deepspeed_config, resolve_dtype
+from utils.engine.ds_config import deepspeed_config, resolve_dtype
 from utils.errors import UserError
 from utils.flags import reward_parser
 

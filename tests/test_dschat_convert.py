@@ -12,10 +12,10 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from conftest import ROOT
-from utils.dschat_convert import is_dschat_checkpoint
-from utils.formatting import format_text
-from utils.reward_model import score_positions
-from utils.synthetic import generate_pairs
+from utils.models.dschat_convert import is_dschat_checkpoint
+from utils.data.formatting import format_text
+from utils.models.reward_model import score_positions
+from utils.data.synthetic import generate_pairs
 
 
 def _dschat_checkpoint(base_dir: Path, out: Path, prefix: str = "rwtranrsformer.", record_name: bool = True,
@@ -64,7 +64,7 @@ def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family,
     ckpt = _dschat_checkpoint(base, tmp_path / "dschat", prefix)
     assert is_dschat_checkpoint(ckpt) and not is_dschat_checkpoint(base)
     out = tmp_path / "converted"
-    proc = subprocess.run([sys.executable, "-m", "utils.dschat_convert", str(ckpt), str(out)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "utils.models.dschat_convert", str(ckpt), str(out)], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
@@ -95,7 +95,7 @@ def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir,
 
 def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):
     ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat", record_name=False)
-    run = [sys.executable, "-m", "utils.dschat_convert"]
+    run = [sys.executable, "-m", "utils.models.dschat_convert"]
     proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out"), "--tokenizer", str(opt_dir)], capture_output=True,

@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from utils.errors import UserError
-from utils.formatting import TEMPLATES, format_prompt, format_text
+from utils.data.formatting import TEMPLATES, format_prompt, format_text
 
 TRANSCRIPT = "\n\nHuman: Hi?\n\nAssistant: Hello!\n\nHuman: Bye?\n\nAssistant:"
 LMFLOW = "###Human: Hi?###Assistant: Hello!###Human: Bye?###Assistant:"

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from conftest import read_metrics, run_step1, run_step2
 from test_train_sft import _perplexity
-from utils.formatting import format_text
-from utils.metrics import pair_metrics
-from utils.sources import read_source
+from utils.data.formatting import format_text
+from utils.objectives.metrics import pair_metrics
+from utils.data.sources import read_source
 
 LORA = ["--lora_dim", 4, "--only_optimize_lora", "--lora_learning_rate", 1e-2, "--save_adapter"]
 

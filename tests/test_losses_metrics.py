@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from utils.losses import bt_loss, dschat_loss
-from utils.metrics import pair_metrics
+from utils.objectives.losses import bt_loss, dschat_loss
+from utils.objectives.metrics import pair_metrics
 
 
 def _nls(x: float) -> float:  # -log(sigmoid(x))

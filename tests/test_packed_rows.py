@@ -4,15 +4,15 @@ of processes; and the throughput figures add up."""
 import pytest
 import torch
 
-from utils.encoding import IGNORE, collate_pairs, collate_segments, collate_sft, encode_pairs, encode_sft, pack_segments
-from utils.model import load_causal_lm, load_reward_model, load_tokenizer
-from utils.reward_model import RewardModel
-from utils.reward_training import RewardObjective
-from utils.sft_training import SFTObjective
-from utils.sampling import MEGA_BATCH, TrainSampler
-from utils.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
-from utils.synthetic import generate_pairs
-from utils.throughput import Throughput, matmul_parameters
+from utils.data.encoding import IGNORE, collate_pairs, collate_segments, collate_sft, encode_pairs, encode_sft, pack_segments
+from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from utils.models.reward_model import RewardModel
+from utils.objectives.reward import RewardObjective
+from utils.objectives.sft import SFTObjective
+from utils.data.sampling import MEGA_BATCH, TrainSampler
+from utils.data.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
+from utils.data.synthetic import generate_pairs
+from utils.engine.throughput import Throughput, matmul_parameters
 
 
 def test_the_shared_part_is_the_common_token_prefix_and_leaves_each_end_token():
@@ -100,7 +100,7 @@ def test_pad_to_max_len_pads_every_row_as_deepspeed_chat():
 
 def test_throughput_rates_pad_fraction_and_mfu(monkeypatch):
     clock = iter([100.0, 102.0])
-    monkeypatch.setattr("utils.throughput.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("utils.engine.throughput.time.perf_counter", lambda: next(clock))
     meter = Throughput(torch.nn.Linear(10, 10), peak_flops_per_device=1e6)  # 110 parameters
     meter.add({"num_tokens": torch.tensor(30), "input_ids": torch.zeros(4, 10)})
     assert meter.counts() == {"tokens": 30.0, "positions": 40.0}

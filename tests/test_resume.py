@@ -208,7 +208,7 @@ def test_a_full_disk_during_a_save_is_reported_and_keeps_the_previous_checkpoint
 
 NAN_AT_THIRD_MICRO_BATCH = """
     import torch
-    from utils.reward_training import RewardObjective
+    from utils.objectives.reward import RewardObjective
 
     original = RewardObjective.__call__
     calls = []

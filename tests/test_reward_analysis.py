@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import OPTConfig
 
-from utils.reward_analysis import (accuracy_by_length, balance, calibration, extremes, longer_answer_wins,
+from utils.evaluation.reward_analysis import (accuracy_by_length, balance, calibration, extremes, longer_answer_wins,
                                    normalization, normalize)
-from utils.reward_report import NORMALIZATION_KEY, write_normalization
+from utils.evaluation.reward_report import NORMALIZATION_KEY, write_normalization
 
 
 def test_calibration_counts_each_pair_in_both_orders():

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, write_jsonl
-from utils.run_summary import step_dirs, summary_line
+from utils.evaluation.run_summary import step_dirs, summary_line
 
 
 def _step(path: Path, rows: list[dict], final: dict | None) -> Path:
@@ -34,7 +34,7 @@ def test_summary_lines_and_curves(tmp_path):
     assert step_dirs(tmp_path) == [sft, rm] and step_dirs(sft) == [sft]
     assert summary_line(sft, [json.loads(l) for l in (sft / "metrics.jsonl").read_text().splitlines()]) == \
         "step1_sft: perplexity 7.389 before training, 2.718 after 2 steps"
-    proc = subprocess.run([sys.executable, "-m", "utils.run_summary", str(tmp_path)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1] == "step2_reward_model: accuracy 0.5 before training, 0.625 at step 1 (unfinished)"
@@ -42,6 +42,6 @@ def test_summary_lines_and_curves(tmp_path):
 
 
 def test_summary_of_a_directory_without_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "utils.run_summary", str(tmp_path)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 1 and "holds no metrics.jsonl" in proc.stderr

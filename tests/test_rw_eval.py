@@ -10,11 +10,11 @@ from transformers import AutoConfig, pipeline
 
 from conftest import ROOT, run_step2
 from utils.errors import UserError
-from utils.formatting import format_text
-from utils.metrics import pair_metrics
-from utils.reward_report import NORMALIZATION_KEY
-from utils.scoring import RewardScorer
-from utils.sources import read_source
+from utils.data.formatting import format_text
+from utils.objectives.metrics import pair_metrics
+from utils.evaluation.reward_report import NORMALIZATION_KEY
+from utils.evaluation.scoring import RewardScorer
+from utils.data.sources import read_source
 
 RW_EVAL = ROOT / "rw_eval.py"
 

@@ -1,7 +1,7 @@
 """Where the reward is read: DESIGN.md §3, for OPT-like and Llama-like token layouts."""
 import torch
 
-from utils.reward_model import score_positions
+from utils.models.reward_model import score_positions
 
 PAD = 2  # first_pad: pad == EOS == 2; OPT's BOS is also 2
 

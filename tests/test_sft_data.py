@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from utils.encoding import IGNORE, collate_sft, encode_sft, pack_blocks
-from utils.engine import eval_loader
-from utils.formatting import format_prompt, format_text
-from utils.model import load_causal_lm, load_tokenizer
-from utils.sft_training import SFTObjective
+from utils.data.encoding import IGNORE, collate_sft, encode_sft, pack_blocks
+from utils.engine.loop import eval_loader
+from utils.data.formatting import format_prompt, format_text
+from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.objectives.sft import SFTObjective
 
 ROWS = [{"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris."},
         {"prompt": "What color is snow?", "chosen": "Snow is white."},

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from utils.data import DataSpec, load_rows
+from utils.data.splits import DataSpec, load_rows
 from utils.errors import UserError
-from utils.sources import SFT_FIELDS, RowChecker, read_source
+from utils.data.sources import SFT_FIELDS, RowChecker, read_source
 
 HH_PROMPT = "\n\nHuman: Hi, can you help?\n\nAssistant: Sure.\n\nHuman: What is 2 plus 2?\n\nAssistant:"
 

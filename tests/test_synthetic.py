@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from utils.synthetic import CATEGORIES, generate_pairs
+from utils.data.synthetic import CATEGORIES, generate_pairs
 
 FIELDS = {"prompt", "chosen", "rejected", "category"}
 SUM = re.compile(r"\b(\d+) (plus|minus|times) (\d+)\?$")

@@ -1,10 +1,10 @@
 """Pad and EOS rules of DESIGN.md §3, the --num_padding_at_beginning check, over-length handling and padding."""
 import pytest
 
-from utils.encoding import collate_pairs, encode_pairs
+from utils.data.encoding import collate_pairs, encode_pairs
 from utils.errors import UserError
-from utils.formatting import format_text
-from utils.model import load_tokenizer, resolve_num_padding
+from utils.data.formatting import format_text
+from utils.models.loading import load_tokenizer, resolve_num_padding
 
 ROW = {"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris.",
        "rejected": "I don't know."}

@@ -6,13 +6,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from conftest import LLAMA3_LIKE_CHAT, read_metrics, run_step2
-from utils.encoding import collate_pairs, encode_pairs
-from utils.formatting import format_text
-from utils.metrics import pair_metrics
-from utils.model import load_tokenizer
-from utils.reward_model import RewardModel
-from utils.reward_training import RewardObjective
-from utils.sources import read_source
+from utils.data.encoding import collate_pairs, encode_pairs
+from utils.data.formatting import format_text
+from utils.objectives.metrics import pair_metrics
+from utils.models.loading import load_tokenizer
+from utils.models.reward_model import RewardModel
+from utils.objectives.reward import RewardObjective
+from utils.data.sources import read_source
 
 
 def _train(model_dir, pair_files, out, *extra):

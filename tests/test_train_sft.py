@@ -8,11 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM, pipeline
 
 from conftest import ROOT, STEP1, read_metrics, run_step1, run_step2
-from utils.sources import SFT_FIELDS, read_source
-from utils.encoding import collate_sft, encode_sft
-from utils.engine import eval_loader
-from utils.model import load_reward_model, load_tokenizer
-from utils.sft_training import SFTObjective
+from utils.data.sources import SFT_FIELDS, read_source
+from utils.data.encoding import collate_sft, encode_sft
+from utils.engine.loop import eval_loader
+from utils.models.loading import load_reward_model, load_tokenizer
+from utils.objectives.sft import SFTObjective
 
 PROMPT_EVAL = ROOT / "training" / "step1_supervised_finetuning" / "prompt_eval.py"
 

@@ -123,5 +123,5 @@ train() {
 
 # summarize: each step's eval figure before and after training, and OUTPUT/training_curves.png.
 summarize() {
-  run "$OUTPUT/summary.log" "$PYTHON" -m utils.run_summary "$OUTPUT"
+  run "$OUTPUT/summary.log" "$PYTHON" -m utils.evaluation.run_summary "$OUTPUT"
 }

@@ -1,1 +1,4 @@
-"""The library that every step shares: flags, data, model, DeepSpeed engine, losses, export."""
+"""The library every step shares, in layers that follow the data flow; each imports only the layers below it.
+
+errors, distributed -> data -> models -> engine -> objectives -> evaluation -> flags
+"""

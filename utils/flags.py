@@ -5,8 +5,8 @@ import argparse
 
 from transformers import SchedulerType
 
-from utils.sources import FIELDS, SOURCES_HELP
-from utils.formatting import TEMPLATES
+from utils.data.sources import FIELDS, SOURCES_HELP
+from utils.data.formatting import TEMPLATES
 
 
 def reading_flags(group: argparse._ArgumentGroup, eval_help: str) -> None:

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import DataSpec
-from utils.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
-from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
+from utils.data.splits import DataSpec
+from utils.data.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
+from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import sft_parser
-from utils.lora import add_lora
-from utils.model import load_causal_lm, load_tokenizer
-from utils.run import start_run
-from utils.sources import SFT_FIELDS, Row
-from utils.sft_training import SFTObjective
+from utils.models.lora import add_lora
+from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.engine.run import start_run
+from utils.data.sources import SFT_FIELDS, Row
+from utils.objectives.sft import SFTObjective
 
 
 @exit_on_user_error

@@ -15,7 +15,7 @@ import torch
 from transformers import pipeline, set_seed
 
 from utils.errors import UserError, exit_on_user_error
-from utils.formatting import TEMPLATES, format_prompt
+from utils.data.formatting import TEMPLATES, format_prompt
 
 PROMPTS = [
     "What is the capital of France?",

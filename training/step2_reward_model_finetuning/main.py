@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import functools
 
-from utils.data import DataSpec
-from utils.encoding import encode_pairs
-from utils.engine import build_engine, eval_loader, optimizer_steps, train, train_loader
+from utils.data.splits import DataSpec
+from utils.data.encoding import encode_pairs
+from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_user_error
 from utils.flags import reward_parser
-from utils.lora import add_lora
-from utils.model import load_reward_model, load_tokenizer, resolve_num_padding
-from utils.reward_model import RewardModel
-from utils.reward_training import RewardObjective, pair_collate
-from utils.run import start_run
-from utils.shared_prompt import pair_row_length
-from utils.sources import FIELDS
+from utils.models.lora import add_lora
+from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
+from utils.models.reward_model import RewardModel
+from utils.objectives.reward import RewardObjective, pair_collate
+from utils.engine.run import start_run
+from utils.data.shared_prompt import pair_row_length
+from utils.data.sources import FIELDS
 
 
 @exit_on_user_error

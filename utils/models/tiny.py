@@ -10,8 +10,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
-from utils.formatting import format_text
-from utils.synthetic import generate_pairs
+from utils.data.formatting import format_text
+from utils.data.synthetic import generate_pairs
 
 # OPT: BOS and EOS are both </s>, so the BOS counts as DeepSpeed-Chat's one "padding at beginning", and <pad> exists.
 # Llama: BOS <s> differs from EOS </s>, and there is no pad token.

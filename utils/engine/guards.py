@@ -10,9 +10,9 @@ import deepspeed
 import torch
 
 from utils import distributed as dist
-from utils.checkpoint import CHECKPOINTS, LATEST
+from utils.engine.checkpoint import CHECKPOINTS, LATEST
+from utils.engine.run_log import RunLog
 from utils.errors import UserError
-from utils.run_log import RunLog
 
 
 class Preemption:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from utils.formatting import format_prompt, format_text
+from utils.data.formatting import format_prompt, format_text
 
 EXAMPLE = ("What is 2 plus 2?", "2 plus 2 is 4.")
 REWARD_FIGURES = ("accuracy", "loss", "chosen_mean", "rejected_mean", "margin_mean", "pairs")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from utils.data.synthetic import generate_pairs
 from utils.errors import UserError
-from utils.synthetic import generate_pairs
 
 FIELDS = ("prompt", "chosen", "rejected")
 SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen answer; a rejected field is ignored

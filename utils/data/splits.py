@@ -6,8 +6,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
+from utils.data.sources import FIELDS, Row, RowChecker, Splits, read_source
 from utils.errors import UserError
-from utils.sources import FIELDS, Row, RowChecker, Splits, read_source
 
 EVAL_SPLITS = ("test", "validation")  # a source's own eval split, in this order of preference
 

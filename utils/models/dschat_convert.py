@@ -6,7 +6,7 @@ the tokenizer's vocabulary files. The conversion gives a one-label *ForSequenceC
 `score.weight`, in safetensors, with a full tokenizer and a pad token of its own. Its pipeline() score of a text is
 the score DeepSpeed-Chat's first_pad rule read for the same tokens: the value at the last token before padding.
 
-    python -m utils.dschat_convert DSCHAT_DIR OUT_DIR [--tokenizer NAME_OR_DIR]
+    python -m utils.models.dschat_convert DSCHAT_DIR OUT_DIR [--tokenizer NAME_OR_DIR]
 """
 from __future__ import annotations
 
@@ -17,11 +17,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from utils.errors import UserError, exit_on_user_error
-from utils.model import fit_to_tokenizer, use_dedicated_pad
+from utils.models.loading import fit_to_tokenizer, use_dedicated_pad
 
 WEIGHTS = "pytorch_model.bin"
 BACKBONE_PREFIXES = ("rwtranrsformer.", "rwtransformer.")

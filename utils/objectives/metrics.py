@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from utils.losses import bt_loss
+from utils.objectives.losses import bt_loss
 
 
 def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:

@@ -9,13 +9,20 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from utils.formatting import format_prompt, format_text
-from utils.metrics import pair_metrics
-from utils.plots import score_histogram
-from utils.reward_analysis import (accuracy_by_length, balance, calibration, extremes, longer_answer_wins,
-                                   normalization, normalize)
-from utils.scoring import RewardScorer
-from utils.sources import Row
+from utils.data.formatting import format_prompt, format_text
+from utils.data.sources import Row
+from utils.evaluation.plots import score_histogram
+from utils.evaluation.reward_analysis import (
+    accuracy_by_length,
+    balance,
+    calibration,
+    extremes,
+    longer_answer_wins,
+    normalization,
+    normalize,
+)
+from utils.evaluation.scoring import RewardScorer
+from utils.objectives.metrics import pair_metrics
 
 NORMALIZATION_KEY = "reward_normalization"  # in the model's config.json, written by --write_normalization
 

@@ -14,8 +14,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import UserError
-from utils.lora import merge_lora
-from utils.run_log import FINISHED
+from utils.models.lora import merge_lora
+
+FINISHED = "eval_results.json"  # the final evaluation, written last: its presence marks a completed run
 
 
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:

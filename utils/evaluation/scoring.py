@@ -8,8 +8,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from utils.dschat_convert import convert, is_dschat_checkpoint
 from utils.errors import UserError
+from utils.models.dschat_convert import convert, is_dschat_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,7 +39,7 @@ class RewardScorer:
             model, self.tokenizer = convert(model_dir)
             model = model.to(DTYPES[dtype])
             print(f"{model_dir} is a DeepSpeed-Chat step-2 checkpoint: converted it in memory (python -m "
-                  f"utils.dschat_convert {model_dir} OUT_DIR saves the conversion)", flush=True)
+                  f"utils.models.dschat_convert {model_dir} OUT_DIR saves the conversion)", flush=True)
             self.config, self._pipeline_model = model.config, dict(model=model, tokenizer=self.tokenizer)
         else:
             self.config = _checked_config(model_dir)

@@ -11,7 +11,6 @@ from tqdm import tqdm
 from utils.distributed import is_main
 
 METRICS = "metrics.jsonl"
-FINISHED = "eval_results.json"  # the final evaluation, written last by a run that completed (see utils/export.py)
 
 
 class RunLog:

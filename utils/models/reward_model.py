@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from utils.model import additive_mask
+from utils.models.loading import additive_mask
 
 
 def score_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, score_token: str, pad_id: int,

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from utils.sources import Row
-from utils.formatting import format_prompt, format_text
-
+from utils.data.formatting import format_prompt, format_text
+from utils.data.sources import Row
 
 IGNORE = -100  # the label of tokens that do not count in the language-modelling loss
 

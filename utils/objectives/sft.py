@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from utils.data.encoding import IGNORE
 from utils.distributed import gather_objects, sum_across_ranks, world_size
-from utils.encoding import IGNORE
-from utils.engine import eval_batches
-from utils.model import additive_mask
+from utils.engine.loop import eval_batches
+from utils.models.loading import additive_mask
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

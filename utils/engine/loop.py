@@ -17,13 +17,13 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from utils import distributed as dist
-from utils.checkpoint import Position, load_checkpoint, save_checkpoint
+from utils.data.sampling import TrainSampler
+from utils.engine.checkpoint import Position, load_checkpoint, save_checkpoint
+from utils.engine.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
+from utils.engine.run_log import RunLog
+from utils.engine.throughput import Throughput, measured_peak_flops
 from utils.errors import Preempted
-from utils.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
-from utils.lora import is_lora_parameter
-from utils.run_log import RunLog
-from utils.sampling import TrainSampler
-from utils.throughput import Throughput, measured_peak_flops
+from utils.models.lora import is_lora_parameter
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]

@@ -6,8 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from utils.data import DataReport
-from utils.encoding import EncodeReport
+from utils.data.encoding import EncodeReport
+from utils.data.splits import DataReport
 
 
 def build_report(data: DataReport, train: EncodeReport, evals: EncodeReport, cache: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Scoring a trained reward model, analysing and plotting its scores, and summing up a run."""

@@ -1,0 +1,1 @@
+"""What each step adds to the loop: its loss per batch and its evaluation."""
