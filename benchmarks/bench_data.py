@@ -9,14 +9,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase
 
 from utils.data.formatting import format_text
-from utils.models.loading import load_tokenizer
 from utils.data.shared_prompt import pair_row_length, shared_length
 from utils.data.sources import FIELDS, Row, RowChecker, read_source
-from utils.models.tiny import FAMILIES
+from utils.models.loading import load_tokenizer
+from utils.models.tiny import FAMILIES, train_bpe
 
 TEMPLATE = "dschat"  # the trainer's default; TRL and the baseline get texts formatted by the same function
 
@@ -77,13 +76,15 @@ def synthetic_pairs(n: int, seed: int) -> list[Row]:
 
 def load_pairs(data_file: Path, synthetic_size: int, seed: int) -> Pairs:
     """HH-RLHF transcripts split at the last Assistant turn by the repo's own reader (bad rows skipped and counted),
-    or seeded synthetic pairs when the file is absent."""
-    if data_file.is_file():
+    or seeded synthetic pairs when `data_file` is the word `synthetic`."""
+    if str(data_file) == "synthetic":
+        rows, source, bad = synthetic_pairs(synthetic_size, seed), "synthetic", 0
+    elif data_file.is_file():
         checker = RowChecker(on_bad_row="skip")
         splits, _ = read_source(str(data_file), FIELDS, checker)
         rows, source, bad = splits["train"], data_file.name, checker.skipped
     else:
-        rows, source, bad = synthetic_pairs(synthetic_size, seed), "synthetic", 0
+        raise SystemExit(f"--data_file {data_file}: no such file (or pass --data_file synthetic)")
     kept = [r for r in rows if r["chosen"] != r["rejected"]]  # our trainer skips these too
     return Pairs(kept, source, bad, len(rows) - len(kept))
 
@@ -98,18 +99,9 @@ def train_tokenizer(corpus: list[str], out_dir: Path, vocab_size: int) -> int:
     and OPT's rule of a leading BOS; saved as a fast tokenizer directory. Returns the vocabulary realized, which
     a small corpus keeps below `vocab_size`. No EOS is appended here: each trainer adds it its own way."""
     spec = FAMILIES["opt"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=spec["specials"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bos = spec["bos"]
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                       special_tokens=[(bos, tok.token_to_id(bos))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=spec["eos"],
-                                   pad_token=spec["pad"], unk_token="<unk>")
-    fast.save_pretrained(out_dir)
-    return tok.get_vocab_size()
+    tokenizer = train_bpe(corpus, spec["specials"], spec["bos"], spec["eos"], spec["pad"], vocab_size)
+    tokenizer.save_pretrained(out_dir)
+    return len(tokenizer)
 
 
 def trainer_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:

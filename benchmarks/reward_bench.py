@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 STEP2 = REPO / "training" / "step2_reward_model_finetuning" / "main.py"
-HH_FILE = REPO.parent / "shared" / "data" / "helpful-base-test.jsonl.gz"
+HH_FILE = REPO / "benchmarks" / "data" / "helpful-base-test.jsonl.gz"  # Anthropic HH-RLHF helpful-base test, MIT
 # DeepSpeed-Chat's batching: chosen and rejected as two rows each, padded to --max_seq_len, in plain shuffled order.
 PAD_TO_MAX_FLAGS = ["--no_shared_prompt", "--length_grouping", "off", "--pad_to_max_len"]
 TRL_VERSION = "1.16.0"
@@ -50,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Torch threads, the same for all.")
     parser.add_argument("--data_file", type=Path, default=HH_FILE,
-                        help="HH-RLHF transcripts (jsonl, optionally .gz); synthetic pairs when it is absent.")
+                        help="HH-RLHF transcripts (jsonl, optionally .gz), or `synthetic` for seeded synthetic pairs. "
+                             "Default: the HH-RLHF helpful-base test split shipped in benchmarks/data/.")
     parser.add_argument("--synthetic_pairs", type=int, default=2000)
     parser.add_argument("--no_trl_group_by_length", action="store_true",
                         help="Skip the extra column: TRL with train_sampling_strategy=group_by_length.")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from utils.errors import UserError
 from utils.data.formatting import TEMPLATES, format_prompt, format_text
+from utils.errors import UserError
+from utils.models.tiny import train_bpe
 
 TRANSCRIPT = "\n\nHuman: Hi?\n\nAssistant: Hello!\n\nHuman: Bye?\n\nAssistant:"
 LMFLOW = "###Human: Hi?###Assistant: Hello!###Human: Bye?###Assistant:"
@@ -31,18 +31,9 @@ SPECIALS = ["<unk>", "<s>", "</s>", "<|start_header_id|>", "<|end_header_id|>", 
 
 
 def make_tokenizer(chat_template: str | None, bos: str | None, eos: str, adds_bos: bool) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE whose specials are single tokens; `adds_bos` makes it put the BOS first, as Llama and
-    OPT tokenizers do (Qwen's does not)."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["Hi? Hello! Bye? Be brief. user assistant system"], trainer)
-    if adds_bos:
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A",
-                                                           special_tokens=[(bos, tok.token_to_id(bos))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token="<unk>")
+    """A small tokenizer whose specials are single tokens; `adds_bos` makes it put the BOS first."""
+    tokenizer = train_bpe(["Hi? Hello! Bye? Be brief. user assistant system"], SPECIALS, bos, eos, vocab_size=300,
+                          add_bos=adds_bos)
     tokenizer.chat_template = chat_template
     return tokenizer
 

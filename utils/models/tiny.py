@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
@@ -27,19 +28,27 @@ def _corpus(n_pairs: int) -> list[str]:
             for r in rows for answer in ("chosen", "rejected") for template in ("dschat", "lmflow")]
 
 
-def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 2000) -> PreTrainedTokenizerFast:
-    spec = FAMILIES[family]
+def train_bpe(corpus: Iterable[str], specials: list[str], bos: str | None, eos: str, pad: str | None = None,
+              vocab_size: int = 1000, add_bos: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `corpus` with `specials` as single tokens: the one tokenizer builder of the demo,
+    the tests and the benchmark. `add_bos` puts the BOS first, as Llama and OPT tokenizers do (Qwen's does not)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=spec["specials"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(corpus_pairs), trainer)
-    bos = spec["bos"]
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                       special_tokens=[(bos, tok.token_to_id(bos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=spec["eos"],
-                                   pad_token=spec["pad"], unk_token="<unk>")
+    tok.train_from_iterator(corpus, trainer)
+    if bos is not None and add_bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   unk_token="<unk>")
+
+
+def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 2000) -> PreTrainedTokenizerFast:
+    """A family's tokenizer, trained on the synthetic data's texts."""
+    spec = FAMILIES[family]
+    return train_bpe(_corpus(corpus_pairs), spec["specials"], spec["bos"], spec["eos"], spec["pad"], vocab_size)
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64, layers: int = 2, heads: int = 4,
