@@ -12,9 +12,9 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from utils.data.formatting import format_text
-from utils.data.shared_prompt import pair_row_length, shared_length
 from utils.data.sources import FIELDS, Row, RowChecker, read_source
 from utils.models.loading import load_tokenizer
+from utils.models.shared_prompt import pair_row_length, shared_length
 from utils.models.tiny import FAMILIES, train_bpe
 
 TEMPLATE = "dschat"  # the trainer's default; TRL and the baseline get texts formatted by the same function

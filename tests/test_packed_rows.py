@@ -4,15 +4,23 @@ of processes; and the throughput figures add up."""
 import pytest
 import torch
 
-from utils.data.encoding import IGNORE, collate_pairs, collate_segments, collate_sft, encode_pairs, encode_sft, pack_segments
-from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
-from utils.models.reward_model import RewardModel
-from utils.objectives.reward import RewardObjective
-from utils.objectives.sft import SFTObjective
+from utils.data.encoding import (
+    IGNORE,
+    collate_pairs,
+    collate_segments,
+    collate_sft,
+    encode_pairs,
+    encode_sft,
+    pack_segments,
+)
 from utils.data.sampling import MEGA_BATCH, TrainSampler
-from utils.data.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
 from utils.data.synthetic import generate_pairs
 from utils.engine.throughput import Throughput, matmul_parameters
+from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from utils.models.reward_model import RewardModel
+from utils.models.shared_prompt import collate_shared_prompt, pair_row_length, shared_length
+from utils.objectives.reward import RewardObjective
+from utils.objectives.sft import SFTObjective
 
 
 def test_the_shared_part_is_the_common_token_prefix_and_leaves_each_end_token():

@@ -1,4 +1,4 @@
-"""Pad and EOS rules of DESIGN.md §3, the --num_padding_at_beginning check, over-length handling and padding."""
+"""Pad and EOS rules (docs/reward-scores.md), the --num_padding_at_beginning check, over-length handling and padding."""
 import pytest
 
 from utils.data.encoding import collate_pairs, encode_pairs

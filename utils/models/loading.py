@@ -1,4 +1,4 @@
-"""Loading tokenizers and models with the pad and EOS rules of DESIGN.md §3."""
+"""Loading tokenizers and models with the pad and EOS rules of docs/reward-scores.md."""
 from __future__ import annotations
 
 import warnings

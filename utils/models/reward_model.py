@@ -9,7 +9,7 @@ from utils.models.loading import additive_mask
 
 def score_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, score_token: str, pad_id: int,
                     num_padding_at_beginning: int) -> torch.Tensor:
-    """The index of the scored token in each row (DESIGN.md §3).
+    """The index of the scored token in each row: the one score rule (docs/reward-scores.md).
 
     end: the last attended token, for left or right padding.
     first_pad: DeepSpeed-Chat's rule: skip the first `num_padding_at_beginning` pad ids, score just before the next

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from utils.data.encoding import collate_pairs
-from utils.data.shared_prompt import collate_shared_prompt
 from utils.distributed import gather_objects
 from utils.engine.loop import eval_batches
 from utils.models.reward_model import score_positions
+from utils.models.shared_prompt import collate_shared_prompt
 from utils.objectives.losses import bt_loss, dschat_loss
 from utils.objectives.metrics import pair_metrics
 
