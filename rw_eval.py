@@ -2,26 +2,28 @@
 
     python rw_eval.py --model_name_or_path DIR                          # built-in good and bad answers
     python rw_eval.py --model_name_or_path DIR --prompt P --answer A [--prompt P2 --answer A2 ...] [--output F]
-    python rw_eval.py --model_name_or_path DIR --input rows.jsonl --output scores.jsonl   # rows: prompt, answer
+    python rw_eval.py --model_name_or_path DIR --input rows.jsonl --output scores.json    # rows: prompt, answer
     python rw_eval.py --model_name_or_path DIR --data_path pairs.jsonl [--write_normalization] [--check_pipeline]
 
 Texts are formatted with --template by the training formatter, so any Hugging Face sequence-classification reward
-model directory works, not only ours.
+model directory works, not only ours. Rows are read, checked and skipped as training reads them, and every skip is
+counted and reported: a line each on screen, and under "skipped" in the --output JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import torch
 
+from utils.data.formatting import format_text
+from utils.data.sources import SOURCES_HELP, Row
 from utils.data.splits import DataSpec, column_map, load_eval_rows
 from utils.errors import UserError, exit_on_user_error
-from utils.flags import reading_flags
-from utils.data.formatting import format_text
 from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
 from utils.evaluation.scoring import DTYPES, RewardScorer
-from utils.data.sources import SOURCES_HELP
+from utils.flags import reading_flags
 
 # A prompt, a good answer and a bad one: a trained reward model should score the good one higher.
 EXAMPLES = [
@@ -58,11 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read(spec: DataSpec) -> tuple[list[Row], dict[str, Any]]:
+    """Rows as training reads them, each kind of skip printed on a line of its own, and the counts."""
+    rows, report = load_eval_rows(spec)
+    for line in report.skip_lines():
+        print(line)
+    return rows, {"bad_rows": report.bad_rows_skipped, "bad_row_kinds": report.bad_row_kinds,
+                  "ties": report.ties_skipped, "identical_pairs": report.identical_pairs_skipped}
+
+
 def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     rows = list(zip(args.prompt, args.answer))
     if args.input:
-        spec = DataSpec([args.input], fields=("prompt", "answer"), on_bad_row=args.on_bad_row)
-        rows += [(r["prompt"], r["answer"]) for r in load_eval_rows(spec)[0]]
+        read, _ = _read(DataSpec([args.input], fields=("prompt", "answer"), on_bad_row=args.on_bad_row))
+        rows += [(r["prompt"], r["answer"]) for r in read]
     return rows
 
 
@@ -81,7 +92,8 @@ def main() -> None:
     if args.data_path:
         spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),
                         on_bad_row=args.on_bad_row)
-        evaluate_pairs(scorer, load_eval_rows(spec)[0], args)
+        rows, skipped = _read(spec)
+        evaluate_pairs(scorer, rows, args, skipped)
         return
     rows = _ad_hoc_rows(args) or [(p, a) for p, good, bad in EXAMPLES for a in (good, bad)]
     texts = [format_text(p, a, args.template, scorer.tokenizer) for p, a in rows]

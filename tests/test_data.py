@@ -107,6 +107,16 @@ def test_data_split_shares_are_disjoint_and_seeded(tmp_path):
     assert load_rows(DataSpec([path], seed=3))[0] == shares[1]
 
 
+def test_a_data_split_that_leaves_rows_out_says_so(tmp_path):
+    path = _write(tmp_path / "many.jsonl", [json.dumps(GOOD | {"prompt": f"q{i}"}) for i in range(100)])
+    report = load_rows(DataSpec([path], seed=3))[2]  # DeepSpeed-Chat's 2,4,4, step 2
+    assert f"{path}: --data_split 2,4,4 leaves step 2 36 of its 90 train rows; --data_split 0,1,0 uses them all" \
+        in report.lines()
+    assert report.split_shares == {path: {"kept": 36, "of": 90}}
+    everything = load_rows(DataSpec([path], data_split="0,1,0", seed=3))[2]
+    assert not any("--data_split" in line for line in everything.lines())
+
+
 def test_bad_data_split(tmp_path):
     path = _write(tmp_path / "x.jsonl", [json.dumps(GOOD)] * 3)
     with pytest.raises(UserError, match="positive sum"):

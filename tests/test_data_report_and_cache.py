@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from utils.data.splits import DataSpec
+import utils.engine.run as run_module
 from utils.data.encoding import encode_pairs
-from utils.models.loading import load_tokenizer
+from utils.data.splits import DataSpec
 from utils.engine.run import Run
 from utils.engine.run_log import RunLog
+from utils.models.loading import load_tokenizer
 
 ROWS = [{"prompt": "What is 2 plus 2?", "chosen": "It is 4, because 2 and 2 make 4.", "rejected": "5."},
         {"prompt": "What color is snow?", "chosen": "White.", "rejected": "Snow is usually bright green."},
@@ -37,7 +38,7 @@ def _encoded(tmp_path, files, tokenizer, calls, max_seq_len=64, template="dschat
     return run.encoded_data(spec, tokenizer, encode, "pairs", template=template, max_seq_len=max_seq_len)
 
 
-def test_second_run_reuses_the_cache_and_any_change_rebuilds(tmp_path, files, opt_dir, llama_dir):
+def test_second_run_reuses_the_cache_and_any_change_rebuilds(tmp_path, files, opt_dir, llama_dir, monkeypatch):
     opt = load_tokenizer(str(opt_dir), "end", append_eos=True)
     calls = []
     first = _encoded(tmp_path, files, opt, calls)
@@ -54,6 +55,9 @@ def test_second_run_reuses_the_cache_and_any_change_rebuilds(tmp_path, files, op
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:3]))  # the data
     _encoded(tmp_path, files, opt, calls)
     assert calls[10:] == ["train"]  # the eval file did not change
+    monkeypatch.setattr(run_module, "ENCODING_VERSION", run_module.ENCODING_VERSION + 1)  # the encoding code changed
+    _encoded(tmp_path, files, opt, calls)
+    assert calls[11:] == ["train", "eval"]
     assert not list((tmp_path / "cache").rglob("*.pkl")) and not list((tmp_path / "cache").rglob("*.pt"))
 
 

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, run_step2
 from transformers import AutoConfig, pipeline
 
-from conftest import ROOT, run_step2
-from utils.errors import UserError
 from utils.data.formatting import format_text
-from utils.objectives.metrics import pair_metrics
+from utils.data.sources import read_source
+from utils.errors import UserError
 from utils.evaluation.reward_report import NORMALIZATION_KEY
 from utils.evaluation.scoring import RewardScorer
-from utils.data.sources import read_source
+from utils.objectives.metrics import pair_metrics
 
 RW_EVAL = ROOT / "rw_eval.py"
 
@@ -117,3 +117,21 @@ def test_directories_that_are_not_reward_models(opt_dir, reward_model, tmp_path)
     assert proc.returncode == 2 and "has 2 labels; a reward model has one" in proc.stderr
     for proc in (causal, _rw_eval(tmp_path / "missing", check=False)):
         assert "Traceback" not in proc.stderr
+
+
+def test_skipped_rows_are_counted_named_by_kind_and_saved(reward_model, tmp_path):
+    good = {"prompt": "What is 3 plus 4?", "chosen": "3 plus 4 is 7.", "rejected": "3 plus 4 is 9."}
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("\n".join([json.dumps(good), json.dumps(good | {"rejected": good["chosen"]}),
+                               json.dumps(good | {"chosen": 7}), "{not json"]) + "\n")
+    out = _rw_eval(reward_model, "--data_path", data, "--on_bad_row", "skip", "--output", tmp_path / "eval.json",
+                   "--plot", tmp_path / "h.png").stdout
+    assert "skipped 2 bad rows (--on_bad_row skip): 1 mistyped field, 1 not JSON" in out
+    assert f"{data}:3: field 'chosen' must be a string" in out and f"{data}:4: invalid JSON" in out
+    assert "skipped 1 pairs whose chosen and rejected are identical" in out
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["metrics"]["pairs"] == 1
+    assert results["skipped"] == {"bad_rows": 2, "bad_row_kinds": {"mistyped field": 1, "not JSON": 1}, "ties": 0,
+                                  "identical_pairs": 1}
+    refused = _rw_eval(reward_model, "--data_path", data, check=False)  # the default stops at the first bad row
+    assert refused.returncode == 2 and f"{data}:3: field 'chosen' must be a string" in refused.stderr

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import functools
 
-from utils.data.splits import DataSpec
 from utils.data.encoding import encode_pairs
+from utils.data.sources import FIELDS
+from utils.data.splits import DataSpec
 from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
+from utils.engine.run import start_run
 from utils.errors import exit_on_user_error
 from utils.flags import reward_parser
-from utils.models.lora import add_lora
 from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
+from utils.models.lora import add_lora
 from utils.models.reward_model import RewardModel
+from utils.models.shared_prompt import pair_row_length
 from utils.objectives.reward import RewardObjective, pair_collate
-from utils.engine.run import start_run
-from utils.data.shared_prompt import pair_row_length
-from utils.data.sources import FIELDS
 
 
 @exit_on_user_error
@@ -41,8 +41,10 @@ def main() -> None:
                                        args.gradient_checkpointing, args.trust_remote_code), args)
     engine = build_engine(RewardModel(model), args, run.ds_config, optimizer_steps(loader, args))
 
-    objective = RewardObjective(args.score_token, tokenizer.pad_token_id, num_padding, args.loss,
-                                args.center_rewards_coefficient, args.compute_fp32_loss)
+    objective = RewardObjective(score_token=args.score_token, pad_id=tokenizer.pad_token_id,
+                                num_padding_at_beginning=num_padding, loss=args.loss,
+                                center_rewards_coefficient=args.center_rewards_coefficient,
+                                compute_fp32_loss=args.compute_fp32_loss)
     evals = eval_loader(eval_pairs, args.per_device_eval_batch_size, collate)
     final = train(engine, loader, args, objective, lambda: objective.evaluate(engine, evals, args.eval_iters),
                   run.log, run.resume)

@@ -10,6 +10,9 @@ from utils.data.formatting import format_prompt, format_text
 from utils.data.sources import Row
 
 IGNORE = -100  # the label of tokens that do not count in the language-modelling loss
+# Part of every tokenized-data cache key: bump it with any change here that changes the ids or labels produced, so
+# that cached entries written by the old code are rebuilt rather than reused.
+ENCODING_VERSION = 1
 
 
 @dataclass

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -38,13 +39,17 @@ class RowChecker:
 
     on_bad_row: str = "error"
     columns: dict[str, str] = field(default_factory=dict)  # our field name -> the source's column name
-    skipped: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # skipped rows by kind: 'not JSON', 'mistyped field', ...
     examples: list[str] = field(default_factory=list)
 
-    def bad(self, where: str, message: str) -> None:
+    @property
+    def skipped(self) -> int:
+        return sum(self.kinds.values())
+
+    def bad(self, where: str, kind: str, message: str) -> None:
         if self.on_bad_row == "error":
             raise UserError(f"{where}: {message} (--on_bad_row skip skips such rows and counts them)")
-        self.skipped += 1
+        self.kinds[kind] += 1
         if len(self.examples) < 5:
             self.examples.append(f"{where}: {message}")
 
@@ -79,7 +84,7 @@ def _split_conversations(chosen: object, rejected: object, fields: tuple[str, ..
 def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChecker) -> Row | None:
     """One source record as a checked row, or None when it is bad and --on_bad_row skip counts it."""
     if not isinstance(record, dict):
-        checker.bad(where, f"expected an object with fields {', '.join(fields)}")
+        checker.bad(where, "not an object", f"expected an object with fields {', '.join(fields)}")
         return None
     values = {name: record.get(checker.column(name)) for name in dict.fromkeys(FIELDS + fields)}
     if _is_messages(values["chosen"]) or (values["prompt"] is None and checker.column("chosen") in record):
@@ -88,18 +93,18 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
             values["prompt"], values["chosen"], values["rejected"] = _split_conversations(
                 values["chosen"], values["rejected"], fields)
         except ValueError as err:
-            checker.bad(where, str(err))
+            checker.bad(where, "mismatched conversations", str(err))
             return None
     for name in fields:
         value, column = values[name], checker.column(name)
         if value is None:
-            checker.bad(where, f"field '{column}' is missing")
+            checker.bad(where, "missing field", f"field '{column}' is missing")
         elif name == "prompt" and _is_messages(value):
             continue
         elif not isinstance(value, str):
-            checker.bad(where, f"field '{column}' must be a string, got {type(value).__name__}")
+            checker.bad(where, "mistyped field", f"field '{column}' must be a string, got {type(value).__name__}")
         elif not value.strip():
-            checker.bad(where, f"field '{column}' is empty")
+            checker.bad(where, "empty field", f"field '{column}' is empty")
         else:
             continue
         return None
@@ -130,9 +135,9 @@ def _json_records(path: Path, raw: bytes, checker: RowChecker) -> Iterable[tuple
             if text:
                 yield where, json.loads(text)
         except UnicodeError as err:
-            checker.bad(where, str(err).split(": ", 1)[1])
+            checker.bad(where, "not UTF-8", str(err).split(": ", 1)[1])
         except json.JSONDecodeError as err:
-            checker.bad(where, f"invalid JSON: {err.msg} (column {err.colno})")
+            checker.bad(where, "not JSON", f"invalid JSON: {err.msg} (column {err.colno})")
 
 
 def _csv_records(path: Path, raw: bytes) -> Iterable[tuple[str, object]]:
@@ -162,11 +167,11 @@ def _read_file(path: Path, fields: tuple[str, ...], checker: RowChecker) -> list
     else:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
             raw = handle.read()
-        try:
-            records = list(_csv_records(path, raw) if ".csv" in path.name else _json_records(path, raw, checker))
-        except UnicodeError as err:
-            raise UserError(str(err)) from None
-    return [row for where, record in records if (row := to_row(record, where, fields, checker)) is not None]
+        records = _csv_records(path, raw) if ".csv" in path.name else _json_records(path, raw, checker)
+    try:  # one record at a time, so that bad rows are met, and reported, in file order
+        return [row for where, record in records if (row := to_row(record, where, fields, checker)) is not None]
+    except UnicodeError as err:
+        raise UserError(str(err)) from None
 
 
 # DeepSpeed-Chat's dataset names whose columns are not already prompt/chosen/rejected: a record to those fields.

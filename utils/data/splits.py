@@ -31,9 +31,10 @@ class DataSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, phase: int, fields: tuple[str, ...]) -> DataSpec:
-        return cls(args.data_path, args.eval_data_path, getattr(args, "sft_only_data_path", []), args.data_split,
-                   phase, args.eval_fraction, args.seed, fields, args.train_split, args.eval_split,
-                   column_map(args), args.on_bad_row)
+        return cls(data_path=args.data_path, eval_data_path=args.eval_data_path,
+                   sft_only_data_path=getattr(args, "sft_only_data_path", []), data_split=args.data_split, phase=phase,
+                   eval_fraction=args.eval_fraction, seed=args.seed, fields=fields, train_split=args.train_split,
+                   eval_split=args.eval_split, columns=column_map(args), on_bad_row=args.on_bad_row)
 
 
 def column_map(args: argparse.Namespace) -> dict[str, str]:
@@ -46,7 +47,11 @@ class DataReport:
     """What happened to the rows, so that nothing is dropped silently."""
 
     rows_read: dict[str, dict[str, int]] = field(default_factory=dict)
+    data_split: str = ""
+    phase: int = 0
+    split_shares: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> rows this step keeps, of how many
     bad_rows_skipped: int = 0
+    bad_row_kinds: dict[str, int] = field(default_factory=dict)
     bad_row_examples: list[str] = field(default_factory=list)
     ties_skipped: int = 0
     identical_pairs_skipped: int = 0
@@ -54,16 +59,31 @@ class DataReport:
     train_rows: int = 0
     eval_rows: int = 0
 
-    def lines(self) -> list[str]:
-        out = [f"read {name}: " + ", ".join(f"{split} {n}" for split, n in splits.items())
-               for name, splits in self.rows_read.items()]
+    def take_bad_rows(self, checker: RowChecker) -> None:
+        self.bad_rows_skipped, self.bad_row_examples = checker.skipped, checker.examples
+        self.bad_row_kinds = dict(sorted(checker.kinds.items()))
+
+    def skip_lines(self) -> list[str]:
+        """One line per kind of skip; nothing when no row was skipped."""
+        out = []
         if self.bad_rows_skipped:
-            out.append(f"skipped {self.bad_rows_skipped} bad rows (--on_bad_row skip), e.g. "
+            kinds = ", ".join(f"{n} {kind}" for kind, n in self.bad_row_kinds.items())
+            out.append(f"skipped {self.bad_rows_skipped} bad rows (--on_bad_row skip): {kinds}; e.g. "
                        + "; ".join(self.bad_row_examples[:2]))
         if self.ties_skipped:
             out.append(f"skipped {self.ties_skipped} ties (equal scores: not a preference)")
         if self.identical_pairs_skipped:
             out.append(f"skipped {self.identical_pairs_skipped} pairs whose chosen and rejected are identical")
+        return out
+
+    def lines(self) -> list[str]:
+        out = [f"read {name}: " + ", ".join(f"{split} {n}" for split, n in splits.items())
+               for name, splits in self.rows_read.items()]
+        everything = ",".join("1" if i == self.phase else "0" for i in range(3))
+        out += [f"{name}: --data_split {self.data_split} leaves step {self.phase + 1} {share['kept']} of its "
+                f"{share['of']} train rows; --data_split {everything} uses them all"
+                for name, share in self.split_shares.items() if share["kept"] < share["of"]]
+        out += self.skip_lines()
         if self.eval_rows_also_in_train:
             out.append(f"note: {self.eval_rows_also_in_train} eval rows also occur, word for word, in train rows "
                        "(duplicates in the source)")
@@ -145,7 +165,7 @@ def load_eval_rows(spec: DataSpec) -> tuple[list[Row], DataReport]:
     report = DataReport()
     checker = RowChecker(spec.on_bad_row, spec.columns)
     rows = _drop_identical([r for name in spec.data_path for r in _eval_source(name, spec, checker, report)], report)
-    report.bad_rows_skipped, report.bad_row_examples = checker.skipped, checker.examples
+    report.take_bad_rows(checker)
     if not rows:
         raise UserError(f"no pairs to evaluate in {' '.join(spec.data_path)}")
     report.eval_rows = len(rows)
@@ -159,7 +179,7 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
     their train rows. Without --eval_data_path, each source's eval split, or a seeded --eval_fraction of its train
     rows, is the eval set.
     """
-    report = DataReport()
+    report = DataReport(data_split=spec.data_split, phase=spec.phase)
     checker = RowChecker(spec.on_bad_row, spec.columns)
     train: list[Row] = []
     evals: list[Row] = []
@@ -169,11 +189,13 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
         report.rows_read[name] = {split: len(rows) for split, rows in splits.items()}
         report.ties_skipped += ties
         rows, held = _train_and_eval(splits, spec, name, with_eval=spec.eval_data_path is None)
-        train += _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
+        share = _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
+        report.split_shares[name] = {"kept": len(share), "of": len(rows)}
+        train += share
         evals += held
     for name in spec.eval_data_path or []:
         evals += _eval_source(name, spec, checker, report)
-    report.bad_rows_skipped, report.bad_row_examples = checker.skipped, checker.examples
+    report.take_bad_rows(checker)
     train, evals = _drop_identical(train, report), _drop_identical(evals, report)
     if not train:
         raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.sft_only_data_path))} "

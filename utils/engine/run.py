@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from utils import distributed as dist
 from utils.data.cache import cached, fingerprint, tokenizer_fingerprint
-from utils.data.encoding import EncodeReport
+from utils.data.encoding import ENCODING_VERSION, EncodeReport
 from utils.data.report import build_report, table, write_report
 from utils.data.sources import Row
 from utils.data.splits import DataSpec, load_rows
@@ -40,11 +40,13 @@ class Run:
         """This step's train and eval rows as token ids, with the train report.
 
         The ids are cached under --data_output_path, keyed by the rows themselves (so their sources, split and seed),
-        the tokenizer (its EOS rule included) and `settings`, everything else that changes them. The run's
+        the tokenizer (its EOS rule included), the encoding code's version and `settings`, everything else that
+        changes them. The run's
         data_report.json and a table say what was read, skipped, cut and kept; no rows left is an error.
         """
         train_rows, eval_rows, report = load_rows(spec)
-        key = {"kind": kind, "tokenizer": tokenizer_fingerprint(tokenizer), **settings}
+        key = {"kind": kind, "encoding_version": ENCODING_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer),
+               **settings}
         encoded, reports, hits = {}, {}, []
         for split, rows in (("train", train_rows), ("eval", eval_rows)):
             def build(rows: list[Row] = rows, split: str = split) -> tuple[list, dict[str, Any]]:
@@ -131,4 +133,4 @@ def start_run(args: argparse.Namespace) -> Run:
                  resumed_at=resume[1].step if resume else None)
     if args.resume and resume is None:
         log.info(f"--resume: no checkpoint in {Path(args.output_dir) / CHECKPOINTS} yet; starting from the beginning")
-    return Run(args, ds_config, log, zero3_loading(ds_config), resume)
+    return Run(args=args, ds_config=ds_config, log=log, zero3=zero3_loading(ds_config), resume=resume)

@@ -72,8 +72,10 @@ def _table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def evaluate_pairs(scorer: RewardScorer, rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
-    """Score both answers of every pair and report everything the README lists for pairwise evaluation."""
+def evaluate_pairs(scorer: RewardScorer, rows: list[Row], args: argparse.Namespace, skipped: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Score both answers of every pair and report everything docs/rw_eval.md lists; `skipped` counts the rows
+    that reading left out, kept with the results."""
     texts = [format_text(r["prompt"], r[k], args.template, scorer.tokenizer) for k in ("chosen", "rejected")
              for r in rows]
     scores, lengths = scorer.score(texts, args.batch_size)
@@ -85,7 +87,7 @@ def evaluate_pairs(scorer: RewardScorer, rows: list[Row], args: argparse.Namespa
     labels = [f"[{'chosen' if i < n else 'rejected'}] {_short(format_prompt(rows[i % n]['prompt'], 'dschat'), 40)}"
               f" | {rows[i % n]['chosen' if i < n else 'rejected']}" for i in range(2 * n)]
     results = {
-        "model": scorer.model_dir, "data_path": args.data_path, "template": args.template,
+        "model": scorer.model_dir, "data_path": args.data_path, "template": args.template, "skipped": skipped,
         "metrics": pair_metrics(chosen, rejected),
         "longer_answer_wins": longer_answer_wins(lengths[:n], lengths[n:]),
         "calibration": calibration(chosen, rejected),
