@@ -20,7 +20,7 @@ import torch
 from utils.data.formatting import format_text
 from utils.data.sources import SOURCES_HELP, Row
 from utils.data.splits import DataSpec, column_map, load_eval_rows
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_error
 from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
 from utils.evaluation.scoring import DTYPES, RewardScorer
 from utils.flags import reading_flags
@@ -77,7 +77,7 @@ def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     return rows
 
 
-@exit_on_user_error
+@exit_on_error
 def main() -> None:
     args = _parser().parse_args()
     if len(args.prompt) != len(args.answer):

@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import CPU_ENV, STEP1, STEP2, free_port, read_metrics, run_step1, run_step2
+from utils.errors import RUN_ERROR_EXIT
 
 EPOCHS = 6  # 32 optimizer steps an epoch with one process and batch 8
 
@@ -199,7 +200,7 @@ def test_a_full_disk_during_a_save_is_reported_and_keeps_the_previous_checkpoint
     proc = _start(_args(opt_dir, pair_files, out, "--num_train_epochs", 1),
                   extra_env=_inject(tmp_path, DISK_FULL_IN_SECOND_SAVE))
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 2, stderr[-3000:]
+    assert proc.returncode == RUN_ERROR_EXIT, stderr[-3000:]
     assert f"error: cannot write the checkpoint {out / 'checkpoints' / 'step32'}: [Errno 28] No space left on " \
            "device" in stderr and "the previous checkpoints are untouched" in stderr
     assert (out / "checkpoints" / "latest").read_text() == "step16"
@@ -244,7 +245,7 @@ def test_non_finite_gradient_norm_stops_and_names_the_last_checkpoint(opt_dir, p
     proc = _start(_args(opt_dir, pair_files, out, "--num_train_epochs", 1, "--on_nan", "skip"),
                   extra_env=_inject(tmp_path, NAN_GRADIENT_AT_STEP_20))
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 2, stderr[-3000:]
+    assert proc.returncode == RUN_ERROR_EXIT, stderr[-3000:]
     assert "error: step 20: the gradient norm is inf" in stderr
     assert f"the last good checkpoint is {out / 'checkpoints' / 'step16'}" in stderr
 
@@ -253,7 +254,7 @@ def test_non_finite_loss_stops_or_is_skipped_and_counted(opt_dir, pair_files, tm
     env = _inject(tmp_path, NAN_AT_THIRD_MICRO_BATCH)
     stop = _start(_args(opt_dir, pair_files, tmp_path / "stop", "--num_train_epochs", 1), extra_env=env)
     _, stderr = stop.communicate(timeout=300)
-    assert stop.returncode == 2
+    assert stop.returncode == RUN_ERROR_EXIT
     assert "error: step 3: the loss is not finite (nan or inf); no checkpoint was saved yet" in stderr
 
     skip = _start(_args(opt_dir, pair_files, tmp_path / "skip", "--num_train_epochs", 1, "--on_nan", "skip"),

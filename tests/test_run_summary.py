@@ -44,4 +44,4 @@ def test_summary_lines_and_curves(tmp_path):
 def test_summary_of_a_directory_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
-    assert proc.returncode == 1 and "holds no metrics.jsonl" in proc.stderr
+    assert proc.returncode == 2 and "holds no metrics.jsonl" in proc.stderr

@@ -25,7 +25,8 @@ def reading_flags(group: argparse._ArgumentGroup, eval_help: str) -> None:
                            f"{name}: {fmt.description}" for name, fmt in sorted(TEMPLATES.items())))
 
 
-def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    """Where rows come from, how they are split and how they become tokens."""
     data = parser.add_argument_group("data")
     data.add_argument("--data_path", nargs="*", default=["synthetic"], help=SOURCES_HELP)
     data.add_argument("--data_split", default="2,4,4",
@@ -53,6 +54,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                            "EOS whole; drop skips the row. Both are counted. Step 1's --packing concat leaves training "
                            "texts whole: they continue into the next block. Default: %(default)s")
 
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model to start from."""
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", required=True, help="A hub name or a local directory.")
     model.add_argument("--dropout", type=float, default=None,
@@ -61,6 +65,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     model.add_argument("--trust_remote_code", action="store_true",
                        help="Run code that a hub model ships with it (off: only transformers' own code runs).")
 
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """Optimization, evaluation and the output directory."""
     train = parser.add_argument_group("training")
     train.add_argument("--per_device_train_batch_size", type=int, default=16)
     train.add_argument("--per_device_eval_batch_size", type=int, default=16)
@@ -78,6 +85,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     train.add_argument("--eval_iters", type=int, default=100, help="At most this many eval batches per evaluation.")
     train.add_argument("--print_loss", action="store_true", help="Print the loss of every optimizer step.")
 
+
+def _speed_flags(parser: argparse.ArgumentParser, step: int) -> None:
+    """Batching and speed: what fills a batch and how it is measured."""
     speed = parser.add_argument_group("batching and speed")
     speed.add_argument("--length_grouping", choices=["on", "off"], default="on" if step == 2 else "off",
                        help="on: sort each seeded mega-batch of 64 batches by length, then shuffle the batches, so "
@@ -88,6 +98,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     speed.add_argument("--peak_tflops", type=float, default=None,
                        help="Peak TFLOP/s of one device, for the logged MFU; default: measured by a matmul at start.")
 
+
+def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    """Checkpoints, resume and what stops a run."""
     saving = parser.add_argument_group("checkpoints and resume")
     saving.add_argument("--save_interval", type=int, default=0,
                         help="Save a checkpoint every N optimizer steps under OUTPUT_DIR/checkpoints (0: never; a "
@@ -103,6 +116,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                              "count it. A non-finite gradient norm always stops (fp16 overflows are DeepSpeed's to "
                              "skip, and are counted). Default: %(default)s")
 
+
+def _lora_flags(parser: argparse.ArgumentParser) -> None:
+    """LoRA through PEFT, with DeepSpeed-Chat's flag names."""
     lora = parser.add_argument_group("LoRA (through PEFT)")
     lora.add_argument("--lora_dim", type=int, default=0, help="LoRA rank; 0: no LoRA. Default: %(default)s")
     lora.add_argument("--lora_module_name", default="layers.",
@@ -120,6 +136,9 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
                       help="Also save the adapter (PEFT format, with the score head) in OUTPUT_DIR/adapter; the "
                            "exported model always has the adapters merged in.")
 
+
+def _engine_flags(parser: argparse.ArgumentParser, step: int) -> None:
+    """The DeepSpeed engine: precision, ZeRO, offload, logging."""
     engine = parser.add_argument_group("DeepSpeed engine")
     engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")
     engine.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
@@ -133,6 +152,17 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     import deepspeed  # here, so that rw_eval.py, which shares reading_flags, does not pay for importing it
 
     deepspeed.add_config_arguments(parser)
+
+
+def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
+    """The flags every training step shares, in groups by purpose."""
+    _data_flags(parser)
+    _model_flags(parser)
+    _training_flags(parser)
+    _speed_flags(parser, step)
+    _checkpoint_flags(parser)
+    _lora_flags(parser)
+    _engine_flags(parser, step)
 
 
 def _sft_flags(parser: argparse.ArgumentParser) -> None:

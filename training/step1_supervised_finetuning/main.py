@@ -6,7 +6,7 @@ import functools
 from utils.data.splits import DataSpec
 from utils.data.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
 from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
-from utils.errors import exit_on_user_error
+from utils.errors import exit_on_error
 from utils.flags import sft_parser
 from utils.models.lora import add_lora
 from utils.models.loading import load_causal_lm, load_tokenizer
@@ -15,7 +15,7 @@ from utils.data.sources import SFT_FIELDS, Row
 from utils.objectives.sft import SFTObjective
 
 
-@exit_on_user_error
+@exit_on_error
 def main() -> None:
     args = sft_parser().parse_args()
     run = start_run(args)

@@ -14,7 +14,7 @@ from itertools import zip_longest
 import torch
 from transformers import pipeline, set_seed
 
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_error
 from utils.data.formatting import TEMPLATES, format_prompt
 
 PROMPTS = [
@@ -68,7 +68,7 @@ def _side_by_side(left: str, right: str, width: int) -> list[str]:
     return [f"{a:<{width}} | {b}" for a, b in zip_longest(*columns, fillvalue="")]
 
 
-@exit_on_user_error
+@exit_on_error
 def main() -> None:
     args = _parser().parse_args()
     prompts = args.prompt or PROMPTS

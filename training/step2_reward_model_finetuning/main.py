@@ -8,7 +8,7 @@ from utils.data.sources import FIELDS
 from utils.data.splits import DataSpec
 from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
-from utils.errors import exit_on_user_error
+from utils.errors import exit_on_error
 from utils.flags import reward_parser
 from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
 from utils.models.lora import add_lora
@@ -17,7 +17,7 @@ from utils.models.shared_prompt import pair_row_length
 from utils.objectives.reward import RewardObjective, pair_collate
 
 
-@exit_on_user_error
+@exit_on_error
 def main() -> None:
     args = reward_parser().parse_args()
     run = start_run(args)

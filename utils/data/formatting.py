@@ -120,7 +120,8 @@ def format_text(prompt: str | list[dict[str, str]], answer: str, template: str,
                 tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Prompt and answer as one string, which starts with format_prompt's text: the encoder finds the answer's tokens
     by that character offset. It ends with the answer, or the chat template's end-of-turn text, but not with the EOS
-    text: the tokenizer appends the EOS id (see utils.models.loading.load_tokenizer), and a written one would double it."""
+    text: the tokenizer appends the EOS id (see utils.models.loading.load_tokenizer), and a written one would double
+    it."""
     if TEMPLATES[template].markers is not None:
         return format_prompt(prompt, template) + _answer(answer)
     messages = _messages(prompt)

@@ -17,7 +17,7 @@ import deepspeed
 import torch
 
 from utils import distributed as dist
-from utils.errors import UserError
+from utils.errors import RunError, UserError
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -69,7 +69,7 @@ def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
             for old in _complete(root)[:-args.save_total_limit]:  # the one just written is the newest
                 shutil.rmtree(old)
     except OSError as err:
-        raise UserError(f"cannot write the checkpoint {final}: {err}; the previous checkpoints are untouched") from None
+        raise RunError(f"cannot write the checkpoint {final}: {err}; the previous checkpoints are untouched") from None
     dist.barrier()
     return final
 
@@ -105,7 +105,7 @@ def load_checkpoint(engine: deepspeed.DeepSpeedEngine, path: Path) -> None:
     loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
                                        load_lr_scheduler_states=True)
     if loaded is None:
-        raise UserError(f"DeepSpeed could not load the checkpoint {path}")
+        raise RunError(f"DeepSpeed could not load the checkpoint {path}")
     rng = torch.load(path / f"rng_rank{dist.rank()}.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -12,7 +12,7 @@ import torch
 from utils import distributed as dist
 from utils.engine.checkpoint import CHECKPOINTS, LATEST
 from utils.engine.run_log import RunLog
-from utils.errors import UserError
+from utils.errors import RunError
 
 
 class Preemption:
@@ -38,7 +38,7 @@ def skip_non_finite_loss(loss: torch.Tensor, engine: deepspeed.DeepSpeedEngine, 
         return False
     step = engine.global_steps + 1
     if args.on_nan == "stop":
-        raise UserError(f"step {step}: the loss is not finite (nan or inf); {_last_checkpoint(args)}. Lower "
+        raise RunError(f"step {step}: the loss is not finite (nan or inf); {_last_checkpoint(args)}. Lower "
                         "--learning_rate, use --dtype bf16 or fp32, or --on_nan skip")
     log.info(f"step {step}: skipped a micro-batch with a non-finite loss ({skipped + 1} so far)")
     return True
@@ -59,7 +59,7 @@ def checked_grad_norm(engine: deepspeed.DeepSpeedEngine, plain_norm: float | Non
     norm = engine.get_global_grad_norm() if plain_norm is None else plain_norm
     norm = None if norm is None else float(norm)  # ZeRO's is a tensor
     if norm is not None and not math.isfinite(norm) and not engine.fp16_enabled():
-        raise UserError(f"step {engine.global_steps}: the gradient norm is {norm}, and the update is applied, so "
+        raise RunError(f"step {engine.global_steps}: the gradient norm is {norm}, and the update is applied, so "
                         f"the weights are lost; {_last_checkpoint(args)}. Resume from it (--resume) with a lower "
                         "--learning_rate")
     return norm

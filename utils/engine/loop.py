@@ -186,7 +186,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                 "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
             bar.set_postfix(shown, refresh=False)
             if args.save_interval and step % args.save_interval == 0 or stop:
-                path = save_checkpoint(engine, args, Position(step=step, micro_batches=consumed, skipped_losses=skipped))
+                position = Position(step=step, micro_batches=consumed, skipped_losses=skipped)
+                path = save_checkpoint(engine, args, position)
                 log.info(f"checkpoint saved: {path}")
                 if stop:
                     raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")

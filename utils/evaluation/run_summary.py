@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from utils.engine.run_log import METRICS
+from utils.errors import UserError, exit_on_error
 from utils.evaluation.plots import training_curves
 from utils.models.export import FINISHED
 
@@ -39,13 +40,14 @@ def summary_line(step_dir: Path, rows: list[dict]) -> str:
     return f"{step_dir.name}: {key} {evals[0][key]:.4g} before training, {last[key]:.4g} {state}"
 
 
+@exit_on_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
     dirs = step_dirs(args.run_dir)
     if not dirs:
-        raise SystemExit(f"error: {args.run_dir} holds no metrics.jsonl: no step has run there yet")
+        raise UserError(f"{args.run_dir} holds no metrics.jsonl: no step has run there yet")
     metrics = {d.name: read_metrics(d) for d in dirs}
     for step_dir in dirs:
         print(summary_line(step_dir, metrics[step_dir.name]))

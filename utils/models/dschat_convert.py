@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_error
 from utils.models.loading import fit_to_tokenizer, use_dedicated_pad
 
 WEIGHTS = "pytorch_model.bin"
@@ -108,7 +108,7 @@ def convert(src: str | Path, tokenizer_name: str | None = None) -> tuple[PreTrai
     return model.eval(), tokenizer
 
 
-@exit_on_user_error
+@exit_on_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="A DeepSpeed-Chat step-2 output folder.")

@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
-from utils.errors import UserError
+from utils.errors import RunError
 from utils.models.lora import merge_lora
 
 FINISHED = "eval_results.json"  # the final evaluation, written last: its presence marks a completed run
@@ -65,5 +65,5 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
             tmp.rmdir()
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)  # frees what a full disk let through
-            raise UserError(f"cannot write the model to {out}: {err}") from None
+            raise RunError(f"cannot write the model to {out}: {err}") from None
     barrier()

