@@ -70,3 +70,11 @@ def test_an_upward_import_is_caught(tmp_path, source, expected):
                                                           "from utils.data.sources import Row\n")
     assert [expected in v for v in violations(tmp_path / "utils")] == [True]
 
+
+
+def test_pyproject_declares_every_package():
+    """An installed (non-editable) copy holds only the packages pyproject.toml lists."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = set(tomllib.loads((UTILS.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(UTILS.parent).parts) for p in UTILS.rglob("__init__.py")}
+    assert declared == on_disk
