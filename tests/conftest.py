@@ -95,5 +95,34 @@ run_step1 = functools.partial(run_step, STEP1)
 run_step2 = functools.partial(run_step, STEP2)
 
 
+@pytest.fixture(scope="session")
+def transformers4() -> Path:
+    """transformers 4.51.0 (RewardBench's pin) and its tokenizers, installed once per virtual environment into a
+    folder of their own, to go first on PYTHONPATH in a subprocess (tests/transformers4.txt)."""
+    from filelock import FileLock
+
+    target = Path(sys.prefix) / "transformers-4.51.0"
+    with FileLock(f"{target}.lock"):  # test files on other workers may want it at the same time
+        if not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                            "--target", str(target), "-r", str(ROOT / "tests" / "transformers4.txt")], check=True)
+            (target / ".complete").touch()
+    return target
+
+
+def score_like_users(jobs: list[dict], tmp_path: Path, transformers4: Path | None = None) -> list[dict]:
+    """Run tests/score_like_users.py on `jobs` in a fresh process, under transformers 4.51.0 when `transformers4` is
+    given, else under the project's own."""
+    path = tmp_path / f"jobs-{len(list(tmp_path.glob('jobs-*')))}.json"
+    path.write_text(json.dumps(jobs))
+    env = os.environ | CPU_ENV | ({"PYTHONPATH": str(transformers4)} if transformers4 else {})
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "score_like_users.py"), str(path)],
+                          capture_output=True, text=True, env=env, cwd="/")
+    if proc.returncode != 0:
+        raise AssertionError(f"score_like_users.py failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]

@@ -94,8 +94,8 @@ def test_chat_transcript_and_messages_give_the_same_chatml(chatml):
               "<|im_start|>user\nBye?<|im_end|>\n<|im_start|>assistant\n")
     for p in (TRANSCRIPT, MESSAGES):
         assert format_prompt(p, "chat", chatml) == prompt
-        # the answer is passed as is (leading space kept); the trailing EOS <|im_end|> and newline are dropped
-        assert format_text(p, " Bye.", "chat", chatml) == prompt + " Bye."
+        # the answer is stripped like every earlier turn, and the text ends as the template ends it
+        assert format_text(p, " Bye.", "chat", chatml) == prompt + "Bye.<|im_end|>\n"
 
 
 def test_chat_system_message_and_transcript_preamble(chatml):
@@ -104,15 +104,17 @@ def test_chat_system_message_and_transcript_preamble(chatml):
     assert format_prompt("Be brief.\n\nHuman: Hi?\n\nAssistant:", "chat", chatml) == expected
 
 
-def test_chat_tokenizes_to_one_bos_and_no_eos_after_the_answer():
+def test_chat_tokenizes_to_one_bos_and_the_templates_own_end_of_turn():
     llama3_instruct = make_tokenizer(LLAMA3, "<s>", "<|eot_id|>", adds_bos=True)
     text = format_text(MESSAGES, "Bye.", "chat", llama3_instruct)
     assert text == (L3_USER_HI + L3_ASSISTANT + "Hello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye?"
-                    "<|eot_id|>" + L3_ASSISTANT + "Bye.")
+                    "<|eot_id|>" + L3_ASSISTANT + "Bye.<|eot_id|>")
     ids = llama3_instruct(text)["input_ids"]
     assert ids[0] == llama3_instruct.bos_token_id and ids.count(llama3_instruct.bos_token_id) == 1
-    assert ids.count(llama3_instruct.eos_token_id) == 3 and ids[-1] != llama3_instruct.eos_token_id  # the encoder
-    # appends the EOS id after the answer, so only the three earlier turns end with one here
+    assert ids.count(llama3_instruct.eos_token_id) == 4 and ids[-1] == llama3_instruct.eos_token_id
+    # the ids idiom: the template's own text tokenized without added specials gives the same ids
+    assert llama3_instruct.apply_chat_template(MESSAGES + [{"role": "assistant", "content": "Bye."}],
+                                               tokenize=False) == "<s>" + text
 
 
 def test_bos_is_kept_when_the_tokenizer_does_not_add_one():
@@ -122,13 +124,13 @@ def test_bos_is_kept_when_the_tokenizer_does_not_add_one():
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
 
 
-def test_opt_like_bos_equal_to_eos_is_neither_doubled_nor_left_at_the_end():
+def test_opt_like_bos_equal_to_eos_is_not_doubled():
     opt = make_tokenizer(EOS_TURNS, "</s>", "</s>", adds_bos=True)
     assert format_prompt(MESSAGES, "chat", opt) == "[user] Hi?</s>[assistant] Hello!</s>[user] Bye?</s>[assistant]"
     text = format_text(MESSAGES, "Bye.", "chat", opt)
-    assert text == "[user] Hi?</s>[assistant] Hello!</s>[user] Bye?</s>[assistant] Bye."
+    assert text == "[user] Hi?</s>[assistant] Hello!</s>[user] Bye?</s>[assistant] Bye.</s>"
     ids = opt(text)["input_ids"]
-    assert ids[0] == opt.bos_token_id and ids.count(opt.eos_token_id) == 4  # the BOS and three turn ends
+    assert ids[0] == opt.bos_token_id and ids.count(opt.eos_token_id) == 5  # the BOS and four turn ends
 
 
 def test_chat_prompt_is_a_prefix_of_the_text(llama3, chatml):

@@ -34,14 +34,16 @@ def test_first_pad_sets_pad_to_eos(opt_dir, llama_dir):
 def test_num_padding_at_beginning_is_checked(opt_dir, llama_dir):
     opt = load_tokenizer(str(opt_dir), "first_pad", append_eos=True)
     llama = load_tokenizer(str(llama_dir), "first_pad", append_eos=True)
-    assert resolve_num_padding(opt, None, "first_pad", "opt") == 1
-    assert resolve_num_padding(llama, 0, "first_pad", "llama") == 0
+    assert resolve_num_padding(opt, None, "first_pad", "opt", "dschat") == 1
+    assert resolve_num_padding(llama, 0, "first_pad", "llama", "dschat") == 0
     with pytest.raises(UserError, match="set --num_padding_at_beginning 1"):
-        resolve_num_padding(opt, 0, "first_pad", "opt")
+        resolve_num_padding(opt, 0, "first_pad", "opt", "dschat")
     with pytest.raises(UserError, match="set --num_padding_at_beginning 0"):
-        resolve_num_padding(llama, 1, "first_pad", "llama")
+        resolve_num_padding(llama, 1, "first_pad", "llama", "dschat")
     with pytest.warns(UserWarning, match="set --num_padding_at_beginning 0"):
-        assert resolve_num_padding(llama, 1, "end", "llama") == 0
+        assert resolve_num_padding(llama, 1, "end", "llama", "dschat") == 0
+    with pytest.raises(UserError, match="use --score_token end with --template chat"):
+        resolve_num_padding(llama, 0, "first_pad", "llama", "chat")
 
 
 def test_truncation_cuts_the_prompt_from_the_left_and_keeps_answers(opt_dir):

@@ -72,7 +72,7 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
     assert final["pairs"] == len(eval_rows)
 
     # Score by score: the trainer's scoring code on padded batches equals the pipeline's.
-    tokenizer = load_tokenizer(str(out), score_token, append_eos=True)
+    tokenizer = load_tokenizer(str(out), score_token, append_eos=template != "chat")
     pairs, _ = encode_pairs(eval_rows, tokenizer, template, 96, "truncate")
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     objective = RewardObjective(score_token, tokenizer.pad_token_id, 1 if family == "opt" else 0)

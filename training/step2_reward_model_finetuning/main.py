@@ -22,11 +22,12 @@ def main() -> None:
     args = reward_parser().parse_args()
     run = start_run(args)
 
-    tokenizer = load_tokenizer(args.model_name_or_path, args.score_token, append_eos=True,
+    # Texts end with the EOS id, except a chat template's, which end with its own end-of-turn.
+    tokenizer = load_tokenizer(args.model_name_or_path, args.score_token, append_eos=args.template != "chat",
                                eot_token=args.eot_token if args.add_eot_token else None,
                                trust_remote_code=args.trust_remote_code)
     num_padding = resolve_num_padding(tokenizer, args.num_padding_at_beginning, args.score_token,
-                                      args.model_name_or_path)
+                                      args.model_name_or_path, args.template)
     encode = functools.partial(encode_pairs, tokenizer=tokenizer, template=args.template,
                                max_seq_len=args.max_seq_len, overlength=args.overlength)
     train_pairs, eval_pairs, _ = run.encoded_data(

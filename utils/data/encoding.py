@@ -99,7 +99,7 @@ def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: st
         prompt_text = format_prompt(row["prompt"], template, tokenizer)
         ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
                                                                             tokenizer))
-        if ids[-1] != tokenizer.eos_token_id:
+        if tokenizer.eos_token_id not in ids[prompt_end:]:  # a chat template may end the answer with it already
             ids = ids + [tokenizer.eos_token_id]
         lengths.append(len(ids))
         labels = list(ids) if train_on_prompt else [IGNORE] * prompt_end + ids[prompt_end:]

@@ -69,11 +69,12 @@ def _transcript(messages: list[dict[str, str]]) -> str:
 def _messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
     """A prompt as chat messages: a plain question is one user message; a transcript's turns become user and
     assistant messages, with text before its first turn as a system message and its final empty Assistant turn
-    dropped (the answer goes there)."""
+    dropped (the answer goes there). Every content is stripped, the answer's too (format_text), so that no turn is
+    written differently for where it stands."""
     if not isinstance(prompt, str):
-        return _checked(prompt)
+        return [{"role": m["role"], "content": m["content"].strip()} for m in _checked(prompt)]
     if HUMAN not in prompt:
-        return [{"role": "user", "content": prompt}]
+        return [{"role": "user", "content": prompt.strip()}]
     head, *turns = re.split(r"\n\n(Human|Assistant):", prompt)
     messages = [{"role": "system", "content": head.strip()}] if head.strip() else []
     messages += [{"role": "user" if who == "Human" else "assistant", "content": text.strip()}
@@ -119,17 +120,18 @@ def format_prompt(prompt: str | list[dict[str, str]], template: str,
 def format_text(prompt: str | list[dict[str, str]], answer: str, template: str,
                 tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Prompt and answer as one string, which starts with format_prompt's text: the encoder finds the answer's tokens
-    by that character offset. It ends with the answer, or the chat template's end-of-turn text, but not with the EOS
-    text: the tokenizer appends the EOS id (see utils.models.loading.load_tokenizer), and a written one would double
-    it."""
+    by that character offset.
+
+    dschat and lmflow end with the answer, and the reward model's tokenizer appends the EOS id (see
+    utils.models.loading.load_tokenizer). chat is exactly what the chat template writes for the conversation, up to
+    and with its last end-of-turn, less a leading BOS text that the tokenizer adds itself: the text that
+    `apply_chat_template(messages, tokenize=False)` gives users once they remove the BOS text, and the ids that
+    `apply_chat_template(messages)` gives them, so that their scores are the trainer's (docs/reward-scores.md)."""
     if TEMPLATES[template].markers is not None:
         return format_prompt(prompt, template) + _answer(answer)
     messages = _messages(prompt)
     prompt_text = _render_chat(messages, tokenizer, add_generation_prompt=True)
-    text = _render_chat(messages + [{"role": "assistant", "content": answer}], tokenizer)
-    end, eos = text.rstrip(), tokenizer.eos_token
-    if eos and end.endswith(eos):
-        text = end[:-len(eos)]
+    text = _render_chat(messages + [{"role": "assistant", "content": answer.strip()}], tokenizer)
     if not text.startswith(prompt_text):
         raise UserError("--template chat: the chat template writes the prompt differently once an answer follows, "
                         "so the prompt text is not the start of the full text and the answer cannot be located")

@@ -27,6 +27,7 @@ from transformers import (
 
 from utils.errors import UserError, exit_on_error
 from utils.models.loading import fit_to_tokenizer, use_dedicated_pad
+from utils.models.portable import make_portable
 
 WEIGHTS = "pytorch_model.bin"
 BACKBONE_PREFIXES = ("rwtranrsformer.", "rwtransformer.")
@@ -119,6 +120,7 @@ def main() -> None:
     model, tokenizer = convert(args.src, args.tokenizer)
     model.save_pretrained(args.out_dir)
     tokenizer.save_pretrained(args.out_dir)
+    make_portable(args.out_dir, tokenizer)
     print(f"DeepSpeed-Chat reward model {args.src} converted to {args.out_dir} "
           f"({type(model).__name__}, score.weight, pad token {tokenizer.pad_token!r})")
 

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from utils.distributed import barrier, is_main
 from utils.errors import RunError
 from utils.models.lora import merge_lora
+from utils.models.portable import make_portable
 
 FINISHED = "eval_results.json"  # the final evaluation, written last: its presence marks a completed run
 
@@ -55,6 +56,7 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
                 model, state = merge_lora(model, state, lora, tmp / "adapter" if lora.save_adapter else None)
             model.save_pretrained(tmp, state_dict=state)
             tokenizer.save_pretrained(tmp)
+            make_portable(tmp, tokenizer)
             for name, content in (extra_files or {}).items():  # text as it is, anything else as JSON
                 text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str) + "\n"
                 (tmp / name).write_text(text)

@@ -91,8 +91,15 @@ def leading_eos_count(tokenizer: PreTrainedTokenizerBase) -> int:
     return count
 
 
-def resolve_num_padding(tokenizer: PreTrainedTokenizerBase, given: int | None, score_token: str, name: str) -> int:
-    """Check --num_padding_at_beginning against the tokenizer: an error where first_pad needs it, else a warning."""
+def resolve_num_padding(tokenizer: PreTrainedTokenizerBase, given: int | None, score_token: str, name: str,
+                        template: str) -> int:
+    """Check --num_padding_at_beginning against the tokenizer: an error where first_pad needs it, else a warning.
+
+    first_pad reads the score before the first EOS after the leading ones, and a chat template may end every turn
+    with one, so that a multi-turn prompt would be scored at its first turn: that pairing is refused."""
+    if score_token == "first_pad" and template == "chat":
+        raise UserError("--score_token first_pad reads the score before the first EOS, and a chat template may end "
+                        "every turn with one: use --score_token end with --template chat")
     actual = leading_eos_count(tokenizer)
     if given is None or given == actual:
         return actual

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from utils.data.formatting import format_text
 from utils.data.synthetic import generate_pairs
@@ -22,7 +29,8 @@ FAMILIES = {
 }
 
 
-def _corpus(n_pairs: int) -> list[str]:
+def synthetic_corpus(n_pairs: int) -> list[str]:
+    """Texts of the synthetic pairs in the plain templates, to train a tokenizer on."""
     rows = generate_pairs(n_pairs, seed=12345)
     return [format_text(r["prompt"], r[answer], template)
             for r in rows for answer in ("chosen", "rejected") for template in ("dschat", "lmflow")]
@@ -48,16 +56,18 @@ def train_bpe(corpus: Iterable[str], specials: list[str], bos: str | None, eos: 
 def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 2000) -> PreTrainedTokenizerFast:
     """A family's tokenizer, trained on the synthetic data's texts."""
     spec = FAMILIES[family]
-    return train_bpe(_corpus(corpus_pairs), spec["specials"], spec["bos"], spec["eos"], spec["pad"], vocab_size)
+    return train_bpe(synthetic_corpus(corpus_pairs), spec["specials"], spec["bos"], spec["eos"], spec["pad"],
+                     vocab_size)
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64, layers: int = 2, heads: int = 4,
-                     vocab_size: int = 1000, seed: int = 0) -> Path:
-    """Save a random-weight causal LM and its tokenizer to `out_dir`, loadable with from_pretrained."""
+                     vocab_size: int = 1000, seed: int = 0, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """Save a random-weight causal LM and its tokenizer (the family's own, or `tokenizer`) to `out_dir`, loadable
+    with from_pretrained. Llama models take Llama 3's RoPE base, so that a lost RoPE setting changes their scores."""
     import torch
 
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(family, vocab_size)
+    tokenizer = tokenizer or build_tokenizer(family, vocab_size)
     ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id, max_position_embeddings=1024)
     if family == "opt":
@@ -66,7 +76,8 @@ def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64,
     else:
         model = LlamaForCausalLM(LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
                                              num_hidden_layers=layers, num_attention_heads=heads,
-                                             num_key_value_heads=max(1, heads // 2), **ids))
+                                             num_key_value_heads=max(1, heads // 2),
+                                             rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, **ids))
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
