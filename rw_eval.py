@@ -39,6 +39,8 @@ EXAMPLES = [
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="A reward model directory or hub name.")
+    parser.add_argument("--tokenizer", help="For a DeepSpeed-Chat step-2 folder whose config.json names no base model: "
+                                            "the tokenizer it trained with (e.g. facebook/opt-350m).")
     parser.add_argument("--prompt", action="append", default=[], help="A prompt; repeat, one per --answer.")
     parser.add_argument("--answer", action="append", default=[], help="The answer to the matching --prompt.")
     parser.add_argument("--input", help="A .jsonl file of rows with prompt and answer fields to score.")
@@ -84,7 +86,7 @@ def main() -> None:
         raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
-    scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device)
+    scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device, args.tokenizer)
     if scorer.converted and args.write_normalization:
         raise UserError("--write_normalization writes into the model's config.json: convert the DeepSpeed-Chat "
                         f"checkpoint first (python -m utils.models.dschat_convert {args.model_name_or_path} OUT_DIR), "

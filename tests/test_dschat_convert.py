@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import ROOT
+from conftest import ROOT, score_like_users
 from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.data.formatting import format_text
 from utils.models.reward_model import score_positions
@@ -59,7 +59,7 @@ TEXTS = [format_text(r["prompt"], r[k], "dschat") + "<|endoftext|>" for r in gen
 
 
 @pytest.mark.parametrize("family, num_padding, prefix", [("opt", 1, "rwtranrsformer."), ("llama", 0, "rwtransformer.")])
-def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family, num_padding, prefix):
+def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family, num_padding, prefix, transformers4):
     base = request.getfixturevalue(f"{family}_dir")
     ckpt = _dschat_checkpoint(base, tmp_path / "dschat", prefix)
     assert is_dschat_checkpoint(ckpt) and not is_dschat_checkpoint(base)
@@ -75,7 +75,10 @@ def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family,
     assert model.config.pad_token_id == tokenizer.pad_token_id != tokenizer.eos_token_id
     rm = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
     ours = torch.tensor([o["score"] for o in rm(TEXTS, batch_size=5)])
-    assert torch.allclose(ours, _dschat_scores(base, ckpt, TEXTS, num_padding), atol=1e-5)
+    expected = _dschat_scores(base, ckpt, TEXTS, num_padding)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    (old,) = score_like_users([{"model_dir": str(out), "texts": TEXTS}], tmp_path, transformers4)  # RewardBench's 4.x
+    assert old["version"] == "4.51.0" and torch.allclose(torch.tensor(old["pipeline"]), expected, atol=1e-5)
 
 
 def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir, tmp_path):
@@ -98,6 +101,11 @@ def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):
     run = [sys.executable, "-m", "utils.models.dschat_convert"]
     proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr and "Traceback" not in proc.stderr
+    rw_eval = [sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--prompt", "Hi?", "--answer", "Hi."]
+    proc = subprocess.run(rw_eval, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr
+    proc = subprocess.run(rw_eval + ["--tokenizer", str(opt_dir)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "converted it" in proc.stdout, proc.stderr[-2000:]
     proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out"), "--tokenizer", str(opt_dir)], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

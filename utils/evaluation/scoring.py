@@ -31,12 +31,13 @@ def _checked_config(model_dir: str):
 
 
 class RewardScorer:
-    def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu") -> None:
-        """Any reward-model directory; a DeepSpeed-Chat step-2 output is converted in memory first."""
+    def __init__(self, model_dir: str, dtype: str = "fp32", device: str = "cpu", tokenizer: str | None = None) -> None:
+        """Any reward-model directory; a DeepSpeed-Chat step-2 output is converted in memory first, with `tokenizer`
+        where its folder names none."""
         self.model_dir, self.device = model_dir, device
         self.converted = is_dschat_checkpoint(model_dir)
         if self.converted:
-            model, self.tokenizer = convert(model_dir)
+            model, self.tokenizer = convert(model_dir, tokenizer)
             model = model.to(DTYPES[dtype])
             print(f"{model_dir} is a DeepSpeed-Chat step-2 checkpoint: converted it in memory (python -m "
                   f"utils.models.dschat_convert {model_dir} OUT_DIR saves the conversion)", flush=True)
