@@ -7,7 +7,7 @@ import pytest
 
 from utils.data.splits import DataSpec, load_rows
 from utils.errors import UserError
-from utils.data.sources import SFT_FIELDS, RowChecker, read_source
+from utils.data.sources import FIELDS, SFT_FIELDS, RowChecker, read_source
 
 HH_PROMPT = "\n\nHuman: Hi, can you help?\n\nAssistant: Sure.\n\nHuman: What is 2 plus 2?\n\nAssistant:"
 
@@ -177,3 +177,17 @@ def test_several_sources_blend_with_a_seeded_shuffle(tmp_path):
     first_half = {r["prompt"][0] for r in train[:27]}
     assert first_half == {"a", "b"}  # interleaved, not a then b
     assert load_rows(spec)[0] == train and load_rows(DataSpec([str(a), str(b)], data_split="0,1,0", seed=6))[0] != train
+
+
+def test_synthetic_flawed_is_step_1_data_with_a_held_out_split():
+    splits, skipped = read_source("synthetic_flawed:300", SFT_FIELDS)
+    train, test = splits["train"], splits["test"]
+    assert skipped == 0 and len(train) == 300 and test and len(test) <= 30
+    assert all(set(row) == set(SFT_FIELDS) for row in train + test)
+    assert not {tuple(r.values()) for r in train} & {tuple(r.values()) for r in test}
+    assert read_source("synthetic_flawed:300", SFT_FIELDS)[0] == splits
+    assert len(read_source("synthetic_flawed", SFT_FIELDS)[0]["train"]) == 4000
+    with pytest.raises(UserError, match="synthetic_flawed has no rejected answers; it is for step 1"):
+        read_source("synthetic_flawed:300", FIELDS)
+    with pytest.raises(UserError, match="expected synthetic_flawed:N with N a number"):
+        read_source("synthetic_flawed:many", SFT_FIELDS)

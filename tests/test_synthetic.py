@@ -1,4 +1,5 @@
-"""The built-in preference pairs: reproducible, well-formed, balanced, and right where they claim to be."""
+"""The built-in preference pairs: reproducible, well-formed, balanced, and right where they claim to be; the SFT
+rows with a share of flawed answers, and the rule-based judge that names those flaws."""
 from __future__ import annotations
 
 import re
@@ -6,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from utils.data.synthetic import CATEGORIES, generate_pairs
+from utils.data.synthetic import CATEGORIES, GENERIC_FLAWS, flaw, flawed_share, generate_pairs, generate_sft_rows
 
 FIELDS = {"prompt", "chosen", "rejected", "category"}
 SUM = re.compile(r"\b(\d+) (plus|minus|times) (\d+)\?$")
@@ -121,3 +122,92 @@ def test_off_topic_answers_another_question_correctly(rows: list[dict[str, str]]
             assert not SUM.search(row["prompt"]), row
             checked += 1
     assert checked > 5
+
+
+@pytest.fixture(scope="module")
+def sft_rows() -> list[dict[str, str]]:
+    return generate_sft_rows(2000, seed=0)
+
+
+def test_sft_rows_flawed_share_and_kinds(sft_rows: list[dict[str, str]]) -> None:
+    counts = Counter(row["category"] for row in sft_rows)
+    assert set(counts) == {"good", *GENERIC_FLAWS}
+    assert abs(1 - counts["good"] / len(sft_rows) - 0.25) <= 0.03, counts
+    flawed = len(sft_rows) - counts["good"]
+    for kind in GENERIC_FLAWS:
+        assert abs(counts[kind] / flawed - 1 / 3) <= 0.06, counts
+    half = Counter(row["category"] for row in generate_sft_rows(2000, seed=0, flawed_share=0.5))
+    assert abs(half["good"] / 2000 - 0.5) <= 0.03, half
+    assert {row["category"] for row in generate_sft_rows(50, flawed_share=0)} == {"good"}
+    with pytest.raises(ValueError, match="flawed_share"):
+        generate_sft_rows(10, flawed_share=1.5)
+
+
+def test_sft_rows_are_seeded_and_well_formed(sft_rows: list[dict[str, str]]) -> None:
+    assert generate_sft_rows(2000, seed=0) == sft_rows
+    assert generate_sft_rows(200, seed=1) != sft_rows[:200]
+    assert generate_sft_rows(37, seed=0) == sft_rows[:37]  # the held-out tenth of a source is the rows after n
+    for row in sft_rows:
+        assert set(row) == {"prompt", "chosen", "category"}
+        assert all(isinstance(v, str) and v and v == v.strip() for v in row.values()), row
+
+
+def test_good_sft_answers_are_right(sft_rows: list[dict[str, str]]) -> None:
+    sums = [row for row in sft_rows if SUM.search(row["prompt"])]
+    assert len(sums) > 100
+    for row in sums:
+        if row["category"] == "good":
+            assert _numbers(row["chosen"])[-1] == _result(row["prompt"]), row
+    pairs_chosen = {row["chosen"] for row in generate_pairs(600, seed=0)}
+    assert not any(row["chosen"] in pairs_chosen for row in sft_rows if row["category"] != "good")
+
+
+def test_judge_names_every_flaw_of_the_sft_rows_and_no_good_answer(sft_rows: list[dict[str, str]]) -> None:
+    for row in sft_rows:
+        expected = None if row["category"] == "good" else row["category"]
+        assert flaw(row["prompt"], row["chosen"]) == expected, row
+    share = 1 - sum(row["category"] == "good" for row in sft_rows) / len(sft_rows)
+    assert flawed_share([r["prompt"] for r in sft_rows], [r["chosen"] for r in sft_rows]) == share
+
+
+def test_judge_on_pairs_flags_generic_flaws_only(rows: list[dict[str, str]]) -> None:
+    """Wrong facts and off-topic replies are for the reward model; the judge does not claim to see them."""
+    for row in rows:
+        assert flaw(row["prompt"], row["chosen"]) is None, row
+        expected = row["category"] if row["category"] in GENERIC_FLAWS else None
+        assert flaw(row["prompt"], row["rejected"]) == expected, row
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("I think I think I think I think.", "repetition"),
+    ("the answer is the answer is the answer is", "repetition"),
+    ("Rio de Janeiro Rio de Janeiro Rio de Janeiro", "repetition"),
+    ("Paris Paris Paris Par", "repetition"),  # cut off by the length limit
+    ("Um, um. UM", "repetition"),
+    ("well well", "repetition"),  # nothing but one filler, twice
+    ("let me see let me see let m", "repetition"),
+    ("", "empty"),
+    ("  \n\t ", "empty"),
+    ("...", "empty"),
+    ("Figure it OUT   yourself.", "rude"),
+    ("  what a stupid question!! The capital of", "rude"),  # a trailing fragment
+    ("Look it up yourself, I’m busy", "rude"),
+    ("I don ' t know , sorry .", "non_answer"),  # as a tokenizer may space a decoded contraction
+    ("hard to say", "non_answer"),
+    ("Sure. The capital of France is Paris.", None),
+    ("  Of course.  8 plus 7 is 15. ", None),
+    ("It has four legs.", None),
+    ("I think it is Paris.", None),
+    ("Well, it is Wellington.", None),
+])
+def test_judge_on_generated_text(answer: str, expected: str | None) -> None:
+    assert flaw("What is the capital of France?", answer) == expected
+
+
+def test_flawed_share_counts_flagged_answers() -> None:
+    prompts = ["What is 2 plus 2?"] * 4
+    assert flawed_share(prompts, ["2 plus 2 is 4.", "", "Not my problem.", "That makes 4."]) == 0.5
+    with pytest.raises(ValueError):
+        flawed_share(prompts, ["4."])
+    with pytest.raises(ValueError):
+        flawed_share([], [])

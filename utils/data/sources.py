@@ -1,6 +1,6 @@
 """Reading every kind of preference source into rows of prompt, chosen and rejected, split by split.
 
-A source is the built-in synthetic generator, a local file (.jsonl, .json, .csv, optionally .gz, or .parquet), or a
+A source is a built-in synthetic generator, a local file (.jsonl, .json, .csv, optionally .gz, or .parquet), or a
 folder or hub dataset read by `datasets`, including DeepSpeed-Chat's dataset names. A bad row is an error naming the
 file, line and field, or, with --on_bad_row skip, a counted skip.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from utils.data.synthetic import generate_pairs
+from utils.data.synthetic import generate_pairs, generate_sft_rows
 from utils.errors import UserError
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -24,10 +24,15 @@ SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen 
 SYNTHETIC_DEFAULT_SIZE = 4000
 ASSISTANT = "\n\nAssistant:"
 SOURCES_HELP = (
-    "Sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs plus a held-out tenth), local "
-    ".jsonl/.json/.csv files (optionally .gz) or .parquet files, a folder of data files, or a Hugging Face dataset "
-    "name, DeepSpeed-Chat's included. Rows have prompt, chosen and rejected fields (see --prompt_column), or "
-    "Anthropic-style chosen and rejected transcripts, or chosen and rejected chat message lists. Several blend.")
+    "Sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs plus a held-out tenth), "
+    "'synthetic_flawed' or 'synthetic_flawed:N' (step 1 only: seeded answers, a quarter of them rude, evasive or "
+    "looping, for the step-3 demo), local .jsonl/.json/.csv files (optionally .gz) or .parquet files, a folder of "
+    "data files, or a Hugging Face dataset name, DeepSpeed-Chat's included. Rows have prompt, chosen and rejected "
+    "fields (see --prompt_column), or Anthropic-style chosen and rejected transcripts, or chosen and rejected chat "
+    "message lists. Several blend.")
+# Built-in sources by name, each read as 'name' or 'name:N': n rows from a seed.
+SYNTHETIC_GENERATORS: dict[str, Callable[..., list[dict[str, str]]]] = {
+    "synthetic": generate_pairs, "synthetic_flawed": generate_sft_rows}
 
 Row = dict[str, Any]  # prompt: str or a list of chat messages; chosen, rejected: str
 Splits = dict[str, list[Row]]
@@ -246,21 +251,30 @@ def _read_dataset(name: str, fields: tuple[str, ...], checker: RowChecker) -> tu
     return out, rule_skips
 
 
+def _read_synthetic(spec: str, fields: tuple[str, ...]) -> Splits:
+    """N generated train rows ('name:N', or SYNTHETIC_DEFAULT_SIZE) and a held-out tenth that repeats none of them."""
+    name, colon, size_text = spec.partition(":")
+    if name == "synthetic_flawed" and "rejected" in fields:
+        raise UserError(f"--data_path {spec}: synthetic_flawed has no rejected answers; it is for step 1 (supervised "
+                        "fine-tuning), to start the step-3 demo from a flawed policy; for pairs use synthetic")
+    size = SYNTHETIC_DEFAULT_SIZE
+    if colon:
+        try:
+            size = int(size_text)
+        except ValueError:
+            raise UserError(f"--data_path {spec}: expected {name}:N with N a number of rows") from None
+    rows = [{k: row[k] for k in fields} for row in SYNTHETIC_GENERATORS[name](size + max(1, size // 10), seed=0)]
+    train = rows[:size]
+    seen = {tuple(r.values()) for r in train}
+    return {"train": train, "test": [r for r in rows[size:] if tuple(r.values()) not in seen]}
+
+
 def read_source(spec: str, fields: tuple[str, ...] = FIELDS, checker: RowChecker | None = None
                 ) -> tuple[Splits, int]:
     """A source's rows by split name, and how many records its dataset's own rule skipped."""
     checker = checker or RowChecker()
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        size = SYNTHETIC_DEFAULT_SIZE
-        if ":" in spec:
-            try:
-                size = int(spec.split(":", 1)[1])
-            except ValueError:
-                raise UserError(f"--data_path {spec}: expected synthetic:N with N a number of pairs") from None
-        rows = [{k: row[k] for k in fields} for row in generate_pairs(size + max(1, size // 10), seed=0)]
-        train = rows[:size]
-        seen = {tuple(r.values()) for r in train}
-        return {"train": train, "test": [r for r in rows[size:] if tuple(r.values()) not in seen]}, 0
+    if spec.partition(":")[0] in SYNTHETIC_GENERATORS:
+        return _read_synthetic(spec, fields), 0
     path = Path(spec)
     if path.name.endswith(FILE_SUFFIXES):
         return {"train": _read_file(path, fields, checker)}, 0

@@ -2,14 +2,19 @@
 
 This is the default data source (`--data_path synthetic`) for demos and tests, so the difference between chosen
 and rejected must be learnable by a tiny reward model trained from scratch, and also one a person would agree with.
+The same questions give step 1 rows of which a share answer rudely, evasively or in loops (`generate_sft_rows`), and
+a rule-based judge names those flaws (`flaw`), so that the step-3 demo starts from a flawed policy and can measure it.
 """
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 CATEGORIES: tuple[str, ...] = ("wrong_fact", "wrong_arithmetic", "non_answer", "repetition", "off_topic", "rude")
+# The flaws that need no knowledge of the question to see, so a rule-based judge (`flaw`) can name them exactly.
+GENERIC_FLAWS: tuple[str, ...] = ("rude", "non_answer", "repetition")
 
 
 @dataclass(frozen=True)
@@ -150,16 +155,21 @@ def _row(rng: random.Random, category: str) -> dict[str, str]:
     chosen = opener + question.rights[phrasing]
     if category in ("wrong_fact", "wrong_arithmetic"):
         rejected = opener + question.wrongs[phrasing]
-    elif category == "non_answer":
-        rejected = rng.choice(_NON_ANSWERS)
-    elif category == "rude":
-        rejected = rng.choice(_RUDE)
-    elif category == "repetition":
-        phrase = rng.choice((*_FILLERS, question.value))
-        rejected = _sentence(" ".join([phrase] * rng.randint(4, 8)) + ".")
+    elif category in GENERIC_FLAWS:
+        rejected = _generic_flaw(rng, category, question.value)
     else:  # off_topic: the first phrasing names its own subject, so the answer is clearly about something else
         rejected = _question(rng, rng.choice([t for t in topics if t is not topic])).rights[0]
     return {"prompt": question.prompt, "chosen": chosen, "rejected": rejected, "category": category}
+
+
+def _generic_flaw(rng: random.Random, category: str, value: str) -> str:
+    """A reply flawed whatever the question: a non-answer, rudeness, or a loop of a filler or of the right value."""
+    if category == "non_answer":
+        return rng.choice(_NON_ANSWERS)
+    if category == "rude":
+        return rng.choice(_RUDE)
+    phrase = rng.choice((*_FILLERS, value))
+    return _sentence(" ".join([phrase] * rng.randint(4, 8)) + ".")
 
 
 def generate_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -174,3 +184,84 @@ def generate_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
         rng.shuffle(block)
         rows.extend(_row(rng, category) for category in block[:n - len(rows)])
     return rows
+
+
+def generate_sft_rows(n: int, seed: int = 0, flawed_share: float = 0.25) -> list[dict[str, str]]:
+    """n rows {"prompt", "chosen", "category"} for step 1, of which a seeded `flawed_share` answer with a flaw.
+
+    A policy fine-tuned on them sometimes answers rudely, evasively or in loops, as the step-3 demo needs: flaws
+    that a reward model trained on `generate_pairs` recognises, and that `flaw` counts. Each row comes from a pair
+    with one of GENERIC_FLAWS (equally likely); a flawed row keeps the pair's rejected answer as its "chosen" and
+    names the flaw as its category, a good row keeps the right answer and the category "good". As with
+    generate_pairs, the same seed gives identical rows, and the first k of n rows are the rows for n = k.
+    """
+    if not 0 <= flawed_share <= 1:
+        raise ValueError(f"flawed_share must be between 0 and 1, got {flawed_share}")
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for _ in range(n):
+        flawed = rng.random() < flawed_share
+        pair = _row(rng, rng.choice(GENERIC_FLAWS))
+        rows.append({"prompt": pair["prompt"], "chosen": pair["rejected"] if flawed else pair["chosen"],
+                     "category": pair["category"] if flawed else "good"})
+    return rows
+
+
+def _words(text: str) -> list[str]:
+    """Lowercase words and numbers without punctuation; contractions are joined even when a tokenizer's decoding
+    spaced them ("don ' t", "I’m"), so that phrases match however a tiny model wrote them."""
+    text = re.sub(r"\s*['\u2019]\s*(t|m|s|re|ve|ll|d)\b", r"\1", text.lower())
+    return re.findall(r"[a-z0-9]+", text)
+
+
+_RUDE_WORDS = [_words(phrase) for phrase in _RUDE]
+_NON_ANSWER_WORDS = [_words(phrase) for phrase in _NON_ANSWERS]
+_FILLER_WORDS = [_words(phrase) for phrase in _FILLERS]
+_MAX_REPEATED_PHRASE = 4  # words; the longest filler or right value ("Rio de Janeiro") has three
+
+
+def _contains(words: list[str], phrases: list[list[str]]) -> bool:
+    """Whether any phrase occurs in `words` as whole words: text the model runs on with does not hide it."""
+    text = f" {' '.join(words)} "
+    return any(f" {' '.join(phrase)} " in text for phrase in phrases)
+
+
+def _repeats(words: list[str]) -> bool:
+    """A word or a phrase of up to _MAX_REPEATED_PHRASE words three or more times in a row, anywhere."""
+    return any(words[i:i + size] * 3 == words[i:i + 3 * size]
+               for size in range(1, _MAX_REPEATED_PHRASE + 1) for i in range(len(words) - 3 * size + 1))
+
+
+def _filler_run(words: list[str]) -> bool:
+    """The whole answer is one filler said at least twice, perhaps cut off inside a last repeat ("um um u")."""
+    text = " ".join(words)
+    units = [" ".join(filler) + " " for filler in _FILLER_WORDS]
+    return any(len(text) >= 2 * len(unit) - 1 and (unit * (len(text) // len(unit) + 1)).startswith(text)
+               for unit in units)
+
+
+def flaw(prompt: str, answer: str) -> str | None:
+    """The flaw of an answer to a synthetic question: "empty", "rude", "non_answer", "repetition", or None.
+
+    A rule-based judge, so that the step-3 demo measures how often a policy answers badly without trusting the
+    reward model it optimises. It sees only flaws that show in the answer, whatever the question, and not whether a
+    fact or a result is right; `prompt` is taken so that it is called as a reward function is. Case, punctuation,
+    extra whitespace and text run on after the flaw do not hide one.
+    """
+    words = _words(answer)
+    if not words:
+        return "empty"
+    if _contains(words, _RUDE_WORDS):
+        return "rude"
+    if _contains(words, _NON_ANSWER_WORDS):
+        return "non_answer"
+    if _repeats(words) or _filler_run(words):
+        return "repetition"
+    return None
+
+
+def flawed_share(prompts: list[str], answers: list[str]) -> float:
+    """The share of answers that `flaw` names a flaw of: the step-3 demo's measure of a policy, to fall with RLHF."""
+    if len(prompts) != len(answers) or not answers:
+        raise ValueError(f"expected as many prompts as answers, at least one, got {len(prompts)} and {len(answers)}")
+    return sum(flaw(p, a) is not None for p, a in zip(prompts, answers)) / len(answers)
