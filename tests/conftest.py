@@ -18,6 +18,7 @@ from utils.models.tiny import build_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 STEP1 = ROOT / "training" / "step1_supervised_finetuning" / "main.py"
 STEP2 = ROOT / "training" / "step2_reward_model_finetuning" / "main.py"
+STEP3 = ROOT / "training" / "step3_rlhf_finetuning" / "main.py"
 CPU_ENV = {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore"}
 os.environ.update(CPU_ENV)
@@ -72,8 +73,8 @@ def free_port() -> str:
         return str(sock.getsockname()[1])
 
 
-def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed",
-             check: bool = True) -> subprocess.CompletedProcess:
+def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed", check: bool = True,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
     port = free_port()
     if nproc == 1:
@@ -84,8 +85,9 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
                str(script)]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env | CPU_ENV, cwd="/")
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          env=base | CPU_ENV | (env or {}), cwd="/")
     if check and proc.returncode != 0:
         raise AssertionError(f"{script.parent.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -93,6 +95,7 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
 
 run_step1 = functools.partial(run_step, STEP1)
 run_step2 = functools.partial(run_step, STEP2)
+run_step3 = functools.partial(run_step, STEP3)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,18 @@ from utils.data.sources import FIELDS, SOURCES_HELP
 from utils.data.formatting import TEMPLATES
 
 
+# DeepSpeed-Chat's step 3 names the shared flags after the model they set: the actor's.
+ACTOR_NAMES = {"model_name_or_path": "actor_model_name_or_path", "dropout": "actor_dropout",
+               "gradient_checkpointing": "actor_gradient_checkpointing", "learning_rate": "actor_learning_rate",
+               "weight_decay": "actor_weight_decay", "zero_stage": "actor_zero_stage",
+               "per_device_train_batch_size": "per_device_training_batch_size"}
+
+
+def _flag(name: str, step: int) -> str:
+    """The option a shared setting goes by in this step; its dest stays `name`, which the engine reads."""
+    return "--" + (ACTOR_NAMES.get(name, name) if step == 3 else name)
+
+
 def reading_flags(group: argparse._ArgumentGroup, eval_help: str) -> None:
     """How rows are read and written as text: shared by the training steps and rw_eval.py."""
     group.add_argument("--eval_split", default=None,
@@ -31,7 +43,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data_path", nargs="*", default=["synthetic"], help=SOURCES_HELP)
     data.add_argument("--data_split", default="2,4,4",
                       help="DeepSpeed-Chat's phase split of each source's train rows: step 1 takes the first share, "
-                           "step 2 the second. Default: %(default)s")
+                           "step 2 the second, step 3 the third. Default: %(default)s")
     data.add_argument("--eval_data_path", nargs="*", default=None,
                       help="Explicit eval sources. Without them a source's own test split is used, or, for a source "
                            "without one, a seeded --eval_fraction of its rows is held out.")
@@ -55,24 +67,27 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                            "texts whole: they continue into the next block. Default: %(default)s")
 
 
-def _model_flags(parser: argparse.ArgumentParser) -> None:
+def _model_flags(parser: argparse.ArgumentParser, step: int) -> None:
     """The model to start from."""
     model = parser.add_argument_group("model")
-    model.add_argument("--model_name_or_path", required=True, help="A hub name or a local directory.")
-    model.add_argument("--dropout", type=float, default=None,
+    model.add_argument(_flag("model_name_or_path", step), dest="model_name_or_path", required=True,
+                       help="A hub name or a local directory" + (": the step-1 output." if step == 3 else "."))
+    model.add_argument(_flag("dropout", step), dest="dropout", type=float, default=None,
                        help="Set the model's dropout probabilities; default: keep the model's own.")
-    model.add_argument("--gradient_checkpointing", action="store_true")
+    model.add_argument(_flag("gradient_checkpointing", step), dest="gradient_checkpointing", action="store_true")
     model.add_argument("--trust_remote_code", action="store_true",
                        help="Run code that a hub model ships with it (off: only transformers' own code runs).")
 
 
-def _training_flags(parser: argparse.ArgumentParser) -> None:
+def _training_flags(parser: argparse.ArgumentParser, step: int) -> None:
     """Optimization, evaluation and the output directory."""
     train = parser.add_argument_group("training")
-    train.add_argument("--per_device_train_batch_size", type=int, default=16)
+    train.add_argument(_flag("per_device_train_batch_size", step), dest="per_device_train_batch_size", type=int,
+                       default=16, help="Prompts per device in one training micro-batch" if step == 3 else None)
     train.add_argument("--per_device_eval_batch_size", type=int, default=16)
-    train.add_argument("--learning_rate", type=float, default=5e-5)
-    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument(_flag("learning_rate", step), dest="learning_rate", type=float,
+                       default=9.65e-6 if step == 3 else 5e-5)
+    train.add_argument(_flag("weight_decay", step), dest="weight_decay", type=float, default=0.0)
     train.add_argument("--num_train_epochs", type=int, default=1)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--lr_scheduler_type", type=SchedulerType, default="cosine",
@@ -143,7 +158,7 @@ def _engine_flags(parser: argparse.ArgumentParser, step: int) -> None:
     engine.add_argument("--local_rank", type=int, default=-1, help="Set by the deepspeed launcher.")
     engine.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
                         help="Training precision. Default: fp16 on GPU (as DeepSpeed-Chat), fp32 on CPU.")
-    engine.add_argument("--zero_stage", type=int, choices=[0, 1, 2, 3], default=0)
+    engine.add_argument(_flag("zero_stage", step), dest="zero_stage", type=int, choices=[0, 1, 2, 3], default=0)
     engine.add_argument("--offload", action="store_true", help="Offload optimizer state (and stage-3 params) to CPU.")
     engine.add_argument("--compute_fp32_loss", action="store_true",
                         help="Compute the loss in fp32 when training in fp16/bf16.")
@@ -157,8 +172,8 @@ def _engine_flags(parser: argparse.ArgumentParser, step: int) -> None:
 def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     """The flags every training step shares, in groups by purpose."""
     _data_flags(parser)
-    _model_flags(parser)
-    _training_flags(parser)
+    _model_flags(parser, step)
+    _training_flags(parser, step)
     _speed_flags(parser, step)
     _checkpoint_flags(parser)
     _lora_flags(parser)
@@ -197,6 +212,59 @@ def _reward_flags(parser: argparse.ArgumentParser) -> None:
                              "shared prompt once (exact; used with --loss bt and --score_token end).")
 
 
+def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("reward model and reference")
+    models.add_argument("--critic_model_name_or_path", "--reward_model_name_or_path", dest="reward_model_name_or_path",
+                        required=True, help="The reward model: a step-2 output (or a DeepSpeed-Chat step-2 folder).")
+    models.add_argument("--num_padding_at_beginning", type=int, default=None,
+                        help="Accepted for DeepSpeed-Chat command lines; the reward model's own saved tokenizer and "
+                             "pooling decide where its score is read.")
+    models.add_argument("--offload_reference_model", action="store_true",
+                        help="Keep the frozen reference on the CPU (it runs one forward per rollout).")
+    models.add_argument("--offload_reward_model", action="store_true",
+                        help="Keep the reward model on the CPU (it scores each rollout once).")
+    models.add_argument("--enable_hybrid_engine", action="store_true",
+                        help="Accepted for DeepSpeed-Chat command lines; generation uses Hugging Face generate.")
+    models.add_argument("--prompt_data_path", nargs="*", default=[],
+                        help="Prompt sources used only by step 3, all of their train rows (no --data_split share).")
+
+    rollout = parser.add_argument_group("rollout")
+    rollout.add_argument("--algo", choices=["rloo", "raft"], default="rloo",
+                         help="rloo: policy gradient with the other K-1 answers' mean reward as the baseline and a KL "
+                              "penalty to the reference; raft: fine-tune on the best of K. Default: %(default)s")
+    rollout.add_argument("--num_generations", type=int, default=4, help="K answers per prompt. Default: %(default)s")
+    rollout.add_argument("--per_device_generation_batch_size", type=int, default=16,
+                         help="Prompts per device in one rollout. Default: %(default)s")
+    rollout.add_argument("--generation_batches", type=int, default=1,
+                         help="Rollouts per training pass (DeepSpeed-Chat's flag; 1 here). Default: %(default)s")
+    rollout.add_argument("--ppo_epochs", type=int, default=1,
+                         help="Passes over each rollout (DeepSpeed-Chat's flag; 1 here). Default: %(default)s")
+    rollout.add_argument("--max_prompt_seq_len", type=int, default=256,
+                         help="Longer prompts keep their last tokens. Default: %(default)s")
+    rollout.add_argument("--max_answer_seq_len", type=int, default=256,
+                         help="Answers stop at the EOS or here (truncated, counted). Default: %(default)s")
+    rollout.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature. Default: %(default)s")
+    rollout.add_argument("--top_k", type=int, default=0, help="RAFT only: sample from the k likeliest tokens.")
+    rollout.add_argument("--top_p", type=float, default=1.0, help="RAFT only: nucleus sampling.")
+
+    objective = parser.add_argument_group("objective")
+    objective.add_argument("--kl_ctl", type=float, default=0.1,
+                           help="Weight of the summed log-ratio to the reference in the reward. Default: %(default)s")
+    objective.add_argument("--clip_reward_value", type=float, default=5.0,
+                           help="Clip the (normalized) reward model score to ±this. Default: %(default)s")
+    objective.add_argument("--cliprange", type=float, default=0.2,
+                           help="PPO's ratio clip in the policy loss. Default: %(default)s")
+    objective.add_argument("--reward_normalization", choices=["none", "z", "minmax"], default="none",
+                           help="Normalize scores with the constants rw_eval.py --write_normalization stored in the "
+                                "reward model's config.json. Default: %(default)s")
+    objective.add_argument("--raft_selection", choices=["per_prompt", "global"], default="per_prompt",
+                           help="RAFT keeps each prompt's best answer, or the best 1/K of all answers (LMFlow). "
+                                "Default: %(default)s")
+    objective.add_argument("--judge", choices=["none", "synthetic"], default="none",
+                           help="synthetic: report the share of rude, evasive, looping or empty answers on held-out "
+                                "synthetic prompts. Default: %(default)s")
+
+
 def sft_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.")
@@ -211,4 +279,13 @@ def reward_parser() -> argparse.ArgumentParser:
                     "sequence-classification model.")
     _common_flags(parser, step=2)
     _reward_flags(parser)
+    return parser
+
+
+def rlhf_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Step 3: improve the step-1 policy with the step-2 reward model (RLOO or RAFT); exports a Hugging "
+                    "Face causal LM.")
+    _common_flags(parser, step=3)
+    _rlhf_flags(parser)
     return parser

@@ -18,7 +18,7 @@ class DataSpec:
 
     data_path: list[str]
     eval_data_path: list[str] | None = None
-    sft_only_data_path: list[str] = field(default_factory=list)
+    step_only_data_path: list[str] = field(default_factory=list)  # --sft_only_data_path, --prompt_data_path
     data_split: str = "2,4,4"
     phase: int = 1
     eval_fraction: float = 0.1
@@ -31,9 +31,9 @@ class DataSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, phase: int, fields: tuple[str, ...]) -> DataSpec:
-        return cls(data_path=args.data_path, eval_data_path=args.eval_data_path,
-                   sft_only_data_path=getattr(args, "sft_only_data_path", []), data_split=args.data_split, phase=phase,
-                   eval_fraction=args.eval_fraction, seed=args.seed, fields=fields, train_split=args.train_split,
+        only = getattr(args, "sft_only_data_path", None) or getattr(args, "prompt_data_path", [])
+        return cls(data_path=args.data_path, eval_data_path=args.eval_data_path, step_only_data_path=only,
+                   data_split=args.data_split, phase=phase, eval_fraction=args.eval_fraction, seed=args.seed, fields=fields, train_split=args.train_split,
                    eval_split=args.eval_split, columns=column_map(args), on_bad_row=args.on_bad_row)
 
 
@@ -175,15 +175,15 @@ def load_eval_rows(spec: DataSpec) -> tuple[list[Row], DataReport]:
 def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
     """Train and eval rows for one step, blended across sources with a seeded shuffle.
 
-    --data_path sources give this step its --data_split share; --sft_only_data_path sources (step 1) give all
-    their train rows. Without --eval_data_path, each source's eval split, or a seeded --eval_fraction of its train
+    --data_path sources give this step its --data_split share; --sft_only_data_path (step 1) and --prompt_data_path
+    (step 3) sources give all their train rows. Without --eval_data_path, each source's eval split, or a seeded --eval_fraction of its train
     rows, is the eval set.
     """
     report = DataReport(data_split=spec.data_split, phase=spec.phase)
     checker = RowChecker(spec.on_bad_row, spec.columns)
     train: list[Row] = []
     evals: list[Row] = []
-    sources = [(name, True) for name in spec.data_path] + [(name, False) for name in spec.sft_only_data_path]
+    sources = [(name, True) for name in spec.data_path] + [(name, False) for name in spec.step_only_data_path]
     for name, by_phase in sources:
         splits, ties = read_source(name, spec.fields, checker)
         report.rows_read[name] = {split: len(rows) for split, rows in splits.items()}
@@ -198,7 +198,7 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
     report.take_bad_rows(checker)
     train, evals = _drop_identical(train, report), _drop_identical(evals, report)
     if not train:
-        raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.sft_only_data_path))} "
+        raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.step_only_data_path))} "
                         f"(data_split {spec.data_split}, {report.identical_pairs_skipped} identical pairs skipped, "
                         f"{report.bad_rows_skipped} bad rows skipped)")
     if not evals:

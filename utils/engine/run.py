@@ -75,8 +75,9 @@ class Run:
                **resolved: Any) -> None:
         """Export the model with its final evaluation, flags (plus values resolved at run time) and model card, then
         stop."""
-        card = model_card(self.args, final, tokenizer, dist.world_size(),
-                          reward=type(model).__name__.endswith("ForSequenceClassification"))
+        kind = ("reward" if type(model).__name__.endswith("ForSequenceClassification")
+                else "rlhf" if hasattr(self.args, "algo") else "sft")
+        card = model_card(self.args, final, tokenizer, dist.world_size(), kind)
         export_model(model, tokenizer, self.args.output_dir, self.args.zero_stage,
                      extra_files={"eval_results.json": final, "training_args.json": vars(self.args) | resolved,
                                   "README.md": card}, lora=self.args if self.args.lora_dim else None)

@@ -22,9 +22,8 @@ from utils.evaluation.reward_analysis import (
     normalize,
 )
 from utils.evaluation.scoring import RewardScorer
+from utils.models.reward_model import NORMALIZATION_KEY
 from utils.objectives.metrics import pair_metrics
-
-NORMALIZATION_KEY = "reward_normalization"  # in the model's config.json, written by --write_normalization
 
 
 def _short(text: str, width: int = 70) -> str:

@@ -2,32 +2,15 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 import torch
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import pipeline
 
 from utils.errors import UserError
-from utils.models.dschat_convert import convert, is_dschat_checkpoint
+from utils.models.reward_model import load_trained_reward_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _checked_config(model_dir: str):
-    """Refuse what is not a one-label reward model before loading weights: scoring with a random head is the
-    failure DeepSpeed-Chat's users met without any message."""
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a reward model from '{model_dir}': {err}") from None
-    architectures = config.architectures or []
-    if architectures and not any("SequenceClassification" in a for a in architectures):
-        raise UserError(f"'{model_dir}' is a {', '.join(architectures)}, not a reward model: it has no score head. "
-                        "Train one with step 2, or give a *ForSequenceClassification directory")
-    if config.num_labels != 1:
-        raise UserError(f"'{model_dir}' has {config.num_labels} labels; a reward model has one (num_labels=1)")
-    return config
 
 
 class RewardScorer:
@@ -35,24 +18,13 @@ class RewardScorer:
         """Any reward-model directory; a DeepSpeed-Chat step-2 output is converted in memory first, with `tokenizer`
         where its folder names none."""
         self.model_dir, self.device = model_dir, device
-        self.converted = is_dschat_checkpoint(model_dir)
+        model, self.tokenizer, self.converted = load_trained_reward_model(model_dir, DTYPES[dtype], tokenizer)
+        self.config = model.config
         if self.converted:
-            model, self.tokenizer = convert(model_dir, tokenizer)
-            model = model.to(DTYPES[dtype])
             print(f"{model_dir} is a DeepSpeed-Chat step-2 checkpoint: converted it in memory (python -m "
                   f"utils.models.dschat_convert {model_dir} OUT_DIR saves the conversion)", flush=True)
-            self.config, self._pipeline_model = model.config, dict(model=model, tokenizer=self.tokenizer)
+            self._pipeline_model = dict(model=model, tokenizer=self.tokenizer)
         else:
-            self.config = _checked_config(model_dir)
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model, info = AutoModelForSequenceClassification.from_pretrained(
-                    model_dir, dtype=DTYPES[dtype], output_loading_info=True)
-            head = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier", "v_head")]
-            if head:
-                raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
-                                "scores would be random")
             self._pipeline_model = dict(model=model_dir)  # loaded afresh from the directory, as users will
         self.model = model.to(device).eval()
 

@@ -10,8 +10,9 @@ from transformers import PreTrainedTokenizerBase
 from utils.data.formatting import format_prompt, format_text
 
 EXAMPLE = ("What is 2 plus 2?", "2 plus 2 is 4.")
-REWARD_FIGURES = ("accuracy", "loss", "chosen_mean", "rejected_mean", "margin_mean", "pairs")
-SFT_FIGURES = ("perplexity", "loss", "tokens")
+FIGURES = {"reward": ("accuracy", "loss", "chosen_mean", "rejected_mean", "margin_mean", "pairs"),
+           "sft": ("perplexity", "loss", "tokens"),
+           "rlhf": ("reward", "reward_before", "kl_to_reference", "eos_share", "distinct2", "win_rate", "prompts")}
 
 
 def _hub_names(names: list[str]) -> list[str]:
@@ -19,10 +20,11 @@ def _hub_names(names: list[str]) -> list[str]:
     return [n for n in names if n.count("/") == 1 and not n.startswith((".", "/", "~")) and not Path(n).exists()]
 
 
-def _front_matter(args: argparse.Namespace, reward: bool) -> list[str]:
+def _front_matter(args: argparse.Namespace, kind: str) -> list[str]:
+    reward = kind == "reward"
     lines = ["---", "library_name: transformers",
              f"pipeline_tag: {'text-classification' if reward else 'text-generation'}",
-             f"tags: [{'reward-model' if reward else 'sft'}, rlhf-steps]"]
+             f"tags: [{'reward-model' if reward else kind}, rlhf-steps]"]
     base = _hub_names([args.model_name_or_path])
     if base:
         lines.append(f"base_model: {base[0]}")
@@ -38,8 +40,10 @@ def _usage(reward: bool, template: str, tokenizer: PreTrainedTokenizerBase) -> l
         code = ['from transformers import pipeline', '',
                 'rm = pipeline("text-classification", model="THIS_DIR", function_to_apply="none")',
                 f'score = rm({text!r})[0]["score"]']
-        note = ("Scores are raw rewards (no sigmoid). The tokenizer appends the EOS id, where the score is read; "
-                f"write each prompt and answer as training did (the `{template}` template), as in the example.")
+        end = ("The text is the chat template's own, up to and with its end-of-turn, where the score is read"
+               if template == "chat" else "The tokenizer appends the EOS id, where the score is read")
+        note = (f"Scores are raw rewards (no sigmoid). {end}; write each prompt and answer as training did (the "
+                f"`{template}` template), as in the example.")
     else:
         prompt = format_prompt(EXAMPLE[0], template, tokenizer)
         code = ['from transformers import pipeline', '',
@@ -49,7 +53,7 @@ def _usage(reward: bool, template: str, tokenizer: PreTrainedTokenizerBase) -> l
     return ["## Use", "", "```python", *code, "```", "", note, ""]
 
 
-def _training(args: argparse.Namespace, world_size: int, reward: bool) -> list[str]:
+def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]:
     evals = (", ".join(args.eval_data_path) if args.eval_data_path else f"split `{args.eval_split}`"
              if args.eval_split else f"each source's test split, or a held-out {args.eval_fraction:g} of its rows")
     rows = [("base model", args.model_name_or_path),
@@ -64,8 +68,13 @@ def _training(args: argparse.Namespace, world_size: int, reward: bool) -> list[s
                              f"accumulation × {world_size} process(es)"),
             ("max length, over-length rows", f"{args.max_seq_len} tokens, {args.overlength}"),
             ("precision, ZeRO stage", f"{args.dtype or 'default'}, {args.zero_stage}")]
-    if reward:
+    if kind == "reward":
         rows.insert(4, ("score token, loss", f"{args.score_token}, {args.loss}"))
+    if kind == "rlhf":
+        rows[0] = ("policy (actor)", args.model_name_or_path)
+        rows.insert(1, ("reward model", args.reward_model_name_or_path))
+        rows.insert(4, ("algorithm", f"{args.algo}, K = {args.num_generations}, temperature {args.temperature:g}, "
+                                     f"kl_ctl {args.kl_ctl:g}, reward normalization {args.reward_normalization}"))
     if args.lora_dim:
         rows.append(("LoRA (merged)", f"rank {args.lora_dim}, alpha {args.lora_alpha or args.lora_dim:g}, on "
                                       f"`{args.lora_module_name}`, lr {args.lora_learning_rate:g}"
@@ -75,17 +84,21 @@ def _training(args: argparse.Namespace, world_size: int, reward: bool) -> list[s
 
 
 def model_card(args: argparse.Namespace, final: dict, tokenizer: PreTrainedTokenizerBase, world_size: int,
-               reward: bool) -> str:
-    figures = REWARD_FIGURES if reward else SFT_FIGURES
-    what = ("A reward model: one score per text, from a sequence-classification head (`score`, one label) on "
-            f"`{args.model_name_or_path}`, trained on preference pairs with rlhf-steps step 2." if reward else
-            f"A causal LM fine-tuned from `{args.model_name_or_path}` on prompts and chosen answers with rlhf-steps "
-            "step 1.")
+               kind: str) -> str:
+    """kind: sft, reward or rlhf (step 3's policy)."""
+    figures = [k for k in FIGURES[kind] if k in final]
+    what = {"reward": "A reward model: one score per text, from a sequence-classification head (`score`, one label) "
+                      f"on `{args.model_name_or_path}`, trained on preference pairs with rlhf-steps step 2.",
+            "sft": f"A causal LM fine-tuned from `{args.model_name_or_path}` on prompts and chosen answers with "
+                   "rlhf-steps step 1.",
+            "rlhf": f"A causal LM improved from `{args.model_name_or_path}` with the reward model "
+                    f"`{getattr(args, 'reward_model_name_or_path', '')}` by {getattr(args, 'algo', '').upper()}, "
+                    "rlhf-steps step 3."}[kind]
     evaluation = ["## Evaluation", "", "On the held-out split at the end of training (`eval_results.json`):", "",
                   "| " + " | ".join(figures) + " |", "|" + "---|" * len(figures),
                   "| " + " | ".join(f"{final[k]:.4g}" if isinstance(final[k], float) else str(final[k])
                                     for k in figures) + " |", ""]
-    title = "Reward model" if reward else "Fine-tuned model"
-    return "\n".join([*_front_matter(args, reward), f"# {title} trained from {args.model_name_or_path}", "", what, "",
-                      *_usage(reward, args.template, tokenizer), *_training(args, world_size, reward),
+    title = {"reward": "Reward model", "sft": "Fine-tuned model", "rlhf": "RLHF policy"}[kind]
+    return "\n".join([*_front_matter(args, kind), f"# {title} trained from {args.model_name_or_path}", "", what, "",
+                      *_usage(kind == "reward", args.template, tokenizer), *_training(args, world_size, kind),
                       *evaluation])

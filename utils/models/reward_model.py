@@ -1,10 +1,25 @@
-"""Where a reward model reads its score, and per-token rewards from any *ForSequenceClassification model."""
+"""Where a reward model reads its score, per-token rewards from any *ForSequenceClassification model, and loading a
+trained one to score with."""
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from utils.errors import UserError
+from utils.models.dschat_convert import convert, is_dschat_checkpoint
 from utils.models.loading import additive_mask
+
+NORMALIZATION_KEY = "reward_normalization"  # in config.json: the constants rw_eval.py --write_normalization fits
 
 
 def score_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, score_token: str, pad_id: int,
@@ -50,3 +65,39 @@ class RewardModel(nn.Module):
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False).last_hidden_state
         return self.model.score(hidden).squeeze(-1)
+
+
+def checked_reward_config(model_dir: str) -> PretrainedConfig:
+    """Refuse what is not a one-label reward model before loading weights: scoring with a random head is the
+    failure DeepSpeed-Chat's users met without any message."""
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a reward model from '{model_dir}': {err}") from None
+    architectures = config.architectures or []
+    if architectures and not any("SequenceClassification" in a for a in architectures):
+        raise UserError(f"'{model_dir}' is a {', '.join(architectures)}, not a reward model: it has no score head. "
+                        "Train one with step 2, or give a *ForSequenceClassification directory")
+    if config.num_labels != 1:
+        raise UserError(f"'{model_dir}' has {config.num_labels} labels; a reward model has one (num_labels=1)")
+    return config
+
+
+def load_trained_reward_model(model_dir: str, dtype: torch.dtype = torch.float32, tokenizer: str | None = None
+                              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
+    """The model in eval mode, its tokenizer, and whether it was a DeepSpeed-Chat step-2 folder, converted in memory
+    (its tokenizer from `tokenizer` where the folder names none). A model without a trained head is refused."""
+    if is_dschat_checkpoint(model_dir):
+        model, loaded = convert(model_dir, tokenizer)
+        return model.to(dtype).eval(), loaded, True
+    checked_reward_config(model_dir)
+    loaded = AutoTokenizer.from_pretrained(model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype,
+                                                                         output_loading_info=True)
+    head = [k for k in info["missing_keys"] if k.split(".")[0] in ("score", "classifier", "v_head")]
+    if head:
+        raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
+                        "scores would be random")
+    return model.eval(), loaded, False

@@ -1,0 +1,108 @@
+"""Step 3's maths and rollout, in process: the RLOO advantage, RAFT's choice, the KL estimators and the clipped loss
+against hand-computed values; log-probabilities recomputed by the training forward against generate's own; and the
+state at initialisation (KL 0, ratio 1, no gradient from a constant reward)."""
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from utils.data.synthetic import generate_pairs
+from utils.flags import rlhf_parser
+from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
+from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
+from utils.objectives.rollout import actions, encode_prompts, sample, sampling_config, token_log_probs
+
+
+def test_rloo_advantage_is_each_reward_minus_the_others_mean():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0], dtype=torch.float64)
+    advantages = rloo_advantages(rewards, k=4)
+    expected = torch.tensor([-8 / 3, -4 / 3, 0.0, 4.0, 0, 0, 0, 0], dtype=torch.float64)
+    assert torch.allclose(advantages, expected) and advantages[:4].sum().abs() < 1e-12
+
+
+def test_raft_keeps_the_first_best_and_never_a_truncated_answer():
+    rewards = torch.tensor([1.0, 3.0, 3.0, 0.0, 9.0, 2.0, 7.0, 7.0])
+    truncated = torch.tensor([False, False, False, False, True, False, True, True])
+    assert raft_choice(rewards, truncated, 4, "per_prompt").nonzero().flatten().tolist() == [1, 5]
+    assert not raft_choice(rewards, torch.ones(8, dtype=torch.bool), 4, "per_prompt").any()
+    # LMFlow's variant: the best 1/K of all answers, wherever their prompts
+    assert raft_choice(rewards, truncated, 4, "global").nonzero().flatten().tolist() == [1, 2]
+
+
+def test_kl_estimators_and_the_clipped_loss_by_hand():
+    log_probs = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))
+    ref = torch.log(torch.tensor([[0.25, 0.5, 0.1]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the last position is not an action
+    assert kl_k1(log_probs, ref, mask).item() == pytest.approx(0.0)  # log 2 + log 1/2
+    assert kl_k3(log_probs, ref, mask).item() == pytest.approx((0.5 - 1 + torch.log(torch.tensor(2.0)).item())
+                                                               + (2 - 1 - torch.log(torch.tensor(2.0)).item()))
+    assert kl_k3(ref, ref, mask).item() == 0 and kl_k1(ref, ref, mask).item() == 0
+    new = torch.log(torch.tensor([[0.6, 0.2, 0.9]]))  # ratios 1.2 and 0.8
+    loss, clipped, _ = clipped_policy_loss(new, log_probs, torch.tensor([2.0]), mask, cliprange=0.1)
+    assert loss.item() == pytest.approx(-(1.1 * 2 + 0.8 * 2))  # min(rho A, clip(rho) A) with A > 0
+    assert clipped.item() == 1.0
+    loss, _, _ = clipped_policy_loss(new, log_probs, torch.tensor([-1.0]), mask, cliprange=0.1)
+    assert loss.item() == pytest.approx(1.2 + 0.9)  # A < 0: the larger ratio is kept, the smaller one clipped
+
+
+def test_normalization_and_distinct_2():
+    scores = torch.tensor([1.0, 3.0])
+    assert normalized(scores, "z", {"mean": 2.0, "std": 0.5}).tolist() == [-2.0, 2.0]
+    assert normalized(scores, "minmax", {"min": 1.0, "max": 3.0}).tolist() == [-1.0, 1.0]
+    assert distinct_2(["a b c", "a b d"]) == 3 / 4 and distinct_2(["x", ""]) == 0.0
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_training_forward_recomputes_generates_log_probs(family, opt_dir, llama_dir):
+    model_dir = str(opt_dir if family == "opt" else llama_dir)
+    tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
+    model = load_causal_lm(model_dir, tokenizer, 0.0, False).eval()
+    prompts = [" Human: What is 3 plus 4? Assistant:", " Human: Hi? Assistant:"]  # unequal: left padding
+    ids, mask, _ = encode_prompts(prompts, tokenizer, 64)
+    config = sampling_config(tokenizer, 12, temperature=0.7)
+    rollout = sample(model, tokenizer, ids, mask, 3, config, seed=5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        out = model.generate(input_ids=ids.repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                             generation_config=config, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(out.sequences[:, ids.size(1):][rollout.answer_mask[:, ids.size(1):].bool()],
+                       rollout.input_ids[:, ids.size(1):][rollout.answer_mask[:, ids.size(1):].bool()])
+    generated = torch.stack(out.logits, dim=1).float() / 0.7  # (rows, steps, vocab)
+    from_generate = torch.log_softmax(generated, -1).gather(2, out.sequences[:, ids.size(1):, None]).squeeze(2)
+    with torch.no_grad():
+        recomputed, _ = token_log_probs(model, rollout, 0.7)
+    answer = actions(rollout)[:, ids.size(1) - 1:].bool()
+    assert answer.any(dim=1).all()
+    assert torch.allclose(recomputed[:, ids.size(1) - 1:][answer], from_generate[answer], atol=1e-5)
+    eos = tokenizer.eos_token_id
+    for row, length in zip(rollout.input_ids[:, ids.size(1):], rollout.lengths):  # cut after the first EOS
+        assert (row[:length - 1] != eos).all() and (row[length:] == tokenizer.pad_token_id).all()
+
+
+def _objective(model_dir, tokenizer, reward_dir, algo="rloo"):
+    args = rlhf_parser().parse_args(["--actor_model_name_or_path", str(model_dir), "--critic_model_name_or_path",
+                                     str(reward_dir), "--output_dir", "unused", "--algo", algo, "--max_answer_seq_len",
+                                     "10", "--max_prompt_seq_len", "32"])
+    reference = load_causal_lm(str(model_dir), tokenizer, 0.0, False).eval()
+    reward = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
+    prompts = [{"prompt": r["prompt"]} for r in generate_pairs(4, seed=2)]
+    return PolicyObjective(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward,
+                           reward_tokenizer=load_tokenizer(str(reward_dir), "end", append_eos=True),
+                           normalization=None)
+
+
+def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_nothing(opt_dir, tmp_path):
+    tokenizer = load_tokenizer(str(opt_dir), "end", append_eos=False)
+    reward_dir = tmp_path / "constant_rm"
+    reward = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    torch.nn.init.zeros_(reward.score.weight)  # every text scores 0
+    reward.config.pad_token_id = tokenizer.pad_token_id
+    reward.save_pretrained(reward_dir)
+    tokenizer.save_pretrained(reward_dir)
+    objective = _objective(opt_dir, tokenizer, reward_dir)
+    actor = load_causal_lm(str(opt_dir), tokenizer, 0.0, False).train()
+    loss, stats = objective(actor, {"prompt_index": torch.tensor([0, 1, 2, 3])})
+    assert stats["kl"] == 0.0 and stats["kl_k3"] == 0.0 and stats["ratio_max"] == 1.0
+    assert stats["clip_fraction"] == 0.0 and stats["reward_std"] == 0.0
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in actor.parameters())

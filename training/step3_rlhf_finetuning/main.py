@@ -1,0 +1,70 @@
+"""Step 3: improve the step-1 policy with the step-2 reward model, by RLOO or RAFT; export it as a causal LM."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from utils import distributed as dist
+from utils.data.splits import DataSpec, load_rows
+from utils.data.synthetic import flawed_share
+from utils.engine.loop import build_engine, optimizer_steps, train, train_loader
+from utils.engine.run import start_run
+from utils.errors import UserError, exit_on_error
+from utils.flags import rlhf_parser
+from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.models.lora import add_lora
+from utils.models.reward_model import load_trained_reward_model
+from utils.objectives.policy import PolicyObjective
+from utils.objectives.policy_checks import check_flags, check_models
+
+
+def _indices(items: list[int]) -> dict[str, torch.Tensor]:
+    return {"prompt_index": torch.tensor(items)}
+
+
+@exit_on_error
+def main() -> None:
+    args = rlhf_parser().parse_args()
+    check_flags(args)
+    normalization = check_models(args)
+    run = start_run(args)
+    if args.enable_hybrid_engine:
+        run.log.info("warning: --enable_hybrid_engine is accepted, but generation uses Hugging Face generate")
+
+    reward_model, reward_tokenizer, _ = load_trained_reward_model(args.reward_model_name_or_path)
+    prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))
+    for line in report.lines():
+        run.log.info(line)
+    held_out = held_out[:args.eval_iters * args.per_device_eval_batch_size]
+    if len(prompts) < args.per_device_generation_batch_size * dist.world_size():
+        raise UserError(f"{len(prompts)} prompts: fewer than one rollout of --per_device_generation_batch_size "
+                        f"{args.per_device_generation_batch_size} on {dist.world_size()} process(es)")
+
+    tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
+                               trust_remote_code=args.trust_remote_code)
+    reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
+    reference.requires_grad_(False).eval()
+    model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
+                                    args.trust_remote_code), args)
+    loader = train_loader(list(range(len(prompts))), args.per_device_generation_batch_size, _indices, args.seed)
+    engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))
+    near = engine.device
+    reference.to("cpu" if args.offload_reference_model else near)
+    reward_model.to("cpu" if args.offload_reward_model else near)
+
+    objective = PolicyObjective(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference,
+                                reward_model=reward_model, reward_tokenizer=reward_tokenizer,
+                                normalization=normalization, judge=flawed_share if args.judge == "synthetic" else None,
+                                warn=run.log.info)
+    final = train(engine, loader, args, objective,
+                  lambda: objective.evaluate(engine, held_out, engine.global_steps, Path(args.output_dir)),
+                  run.log, run.resume)
+    run.finish(model, tokenizer, final)
+    run.log.info(f"policy exported to {args.output_dir}")
+    run.log.info(f"reward={final['reward']:.4f} (before {final.get('reward_before', final['reward']):.4f}), "
+                 f"kl_to_reference={final['kl_to_reference']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""What step 3 adds to the shared loop: each micro-batch of prompts becomes K sampled answers, scored by the reward
+model, and the policy learns from them by RLOO or RAFT; evaluation samples held-out prompts and watches for the signs
+of reward hacking.
+
+RLOO: the shaped reward R = clip(norm(score)) - kl_ctl * sum_t log(pi / pi_ref) per answer, the advantage
+A_i = R_i - mean_{j != i} R_j over the K answers of a prompt, and the clipped policy-gradient loss over the answers'
+tokens. RAFT: the best of the K answers by reward (ties to the first, truncated answers never kept) is trained on
+with step 1's loss.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from utils import distributed as dist
+from utils.data.formatting import format_prompt
+from utils.data.sources import Row
+from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
+from utils.objectives.rollout import (
+    Rollout,
+    actions,
+    encode_prompts,
+    reward_scores,
+    sample,
+    sampling_config,
+    token_log_probs,
+)
+
+EVAL_BEFORE = "eval_before.json"  # the step-0 evaluation, kept so that a resumed run still compares with it
+
+
+def normalized(scores: torch.Tensor, mode: str, constants: dict[str, float] | None) -> torch.Tensor:
+    """--reward_normalization: none, z (mean and std) or minmax (to [-1, 1]), with rw_eval.py's stored constants."""
+    if mode == "none":
+        return scores
+    if mode == "z":
+        return (scores - constants["mean"]) / max(constants["std"], 1e-8)
+    return 2 * (scores - constants["min"]) / max(constants["max"] - constants["min"], 1e-8) - 1
+
+
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """Each reward minus the mean of the other K-1 rewards of its prompt: rows are prompt-major."""
+    grouped = rewards.view(-1, k)
+    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - baseline).view(-1)
+
+
+def raft_choice(rewards: torch.Tensor, truncated: torch.Tensor, k: int, selection: str) -> torch.Tensor:
+    """(rows,) bool: the answers RAFT trains on. per_prompt: each prompt's best, ties to the first; global
+    (LMFlow's variant): the best 1/K of all answers. Truncated answers are never kept."""
+    eligible = torch.where(truncated, torch.full_like(rewards, -torch.inf), rewards)
+    keep = torch.zeros_like(truncated)
+    if selection == "per_prompt":
+        grouped = eligible.view(-1, k)
+        best = grouped.argmax(dim=1)  # the first of equal maxima
+        rows = torch.arange(grouped.size(0)) * k + best
+        keep[rows] = torch.isfinite(grouped.max(dim=1).values)
+    else:
+        count = max(1, rewards.numel() // k)
+        top = torch.argsort(-eligible, stable=True)[:count]
+        keep[top] = torch.isfinite(eligible[top])
+    return keep
+
+
+def distinct_2(answers: list[str]) -> float:
+    """Distinct word bigrams over all bigrams of the answers: it falls as a policy collapses onto a few phrasings."""
+    bigrams = [tuple(words[i:i + 2]) for answer in answers for words in [answer.split()]
+               for i in range(len(words) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+@dataclass
+class PolicyObjective:
+    """One micro-batch of prompt indices in, a loss out; batch["input_ids"] and batch["num_tokens"] are set to the
+    rollout's, for the loop's throughput figures."""
+
+    args: argparse.Namespace
+    prompts: list[Row]
+    tokenizer: PreTrainedTokenizerBase
+    reference: PreTrainedModel
+    reward_model: PreTrainedModel
+    reward_tokenizer: PreTrainedTokenizerBase
+    normalization: dict[str, float] | None
+    judge: Callable[[list[str], list[str]], float] | None = None
+    warn: Callable[[str], None] = print
+    before: dict[str, float] = field(default_factory=dict)
+
+    def prompt_texts(self, rows: list[Row]) -> list[str]:
+        return [format_prompt(r["prompt"], self.args.template, self.tokenizer) for r in rows]
+
+    def _rollout(self, model: nn.Module, rows: list[Row], k: int, seed: int, greedy: bool = False
+                 ) -> tuple[Rollout, dict[str, float]]:
+        started = time.perf_counter()
+        ids, mask, _ = encode_prompts(self.prompt_texts(rows), self.tokenizer, self.args.max_prompt_seq_len)
+        device = next(model.parameters()).device
+        config = sampling_config(self.tokenizer, self.args.max_answer_seq_len, self.args.temperature, greedy,
+                                 self.args.top_k, self.args.top_p)
+        rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed)
+        generated = time.perf_counter()
+        scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template)
+        timing = {"generate_s": generated - started, "score_s": time.perf_counter() - generated,
+                  "generated_tokens_per_s": float(rollout.lengths.sum()) / max(generated - started, 1e-9)}
+        return rollout, timing | {"_scores": scores}
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        args, k = self.args, self.args.num_generations
+        rows = [self.prompts[i] for i in batch["prompt_index"].tolist()]
+        module = getattr(model, "module", model)
+        seed = args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973 + int(batch["prompt_index"][0]) * 31
+        rollout, stats = self._rollout(module, rows, k, seed + dist.rank())
+        scores = stats.pop("_scores").to(rollout.input_ids.device)
+        started = time.perf_counter()
+        mask = actions(rollout)
+        with torch.no_grad():
+            ref_log_probs, _ = token_log_probs(self.reference, rollout, args.temperature)
+        referenced = time.perf_counter()
+        log_probs, entropy = token_log_probs(model, rollout, args.temperature)
+        kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
+        rewards = normalized(scores, args.reward_normalization, self.normalization).clamp(
+            -args.clip_reward_value, args.clip_reward_value)
+        tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)
+        if args.algo == "rloo":
+            advantages = rloo_advantages(rewards - args.kl_ctl * kl, k)
+            loss, clipped, ratio = clipped_policy_loss(log_probs, log_probs.detach(), advantages, mask, args.cliprange)
+            extra = {"clip_fraction": clipped.item(), "ratio_max": (ratio * mask).max().item()}
+        else:
+            keep = raft_choice(rewards, rollout.truncated, k, args.raft_selection).float()
+            kept = mask * keep[:, None]
+            tokens = dist.sum_across_ranks(kept.sum()).clamp(min=1)
+            loss = -(log_probs * kept).sum()
+            extra = {"kept_share": keep.mean().item(),
+                     "kept_reward": (scores * keep).sum().item() / max(keep.sum().item(), 1)}
+        batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
+        stats |= {"reference_s": referenced - started, "reward": scores.mean().item(),
+                  "reward_std": scores.std().item(),
+                  "reward_normalized": rewards.mean().item(), "kl": kl.mean().item(),
+                  "kl_k3": kl_k3(log_probs.detach(), ref_log_probs, mask).mean().item(),
+                  "answer_length": rollout.lengths.float().mean().item(),
+                  "eos_share": rollout.ended.float().mean().item(),
+                  "truncated_share": rollout.truncated.float().mean().item(),
+                  "empty_share": rollout.empty.float().mean().item(),
+                  "entropy": ((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)).item()} | extra
+        return loss * dist.world_size() / tokens, stats
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, rows: list[Row], step: int, output_dir: Path) -> dict[str, float]:
+        """One seeded sample and one greedy answer per held-out prompt, scored; KL to the reference, length, EOS
+        share, distinct-2, the win rate against the step-0 samples and, with a judge, the flawed share. Every answer
+        goes to samples.jsonl; signs of reward hacking or collapse are warned about."""
+        module = getattr(model, "module", model)
+        mine = rows[dist.rank()::dist.world_size()]
+        sampled, sampled_stats = self._rollout(module, mine, 1, self.args.seed)
+        greedy, greedy_stats = self._rollout(module, mine, 1, self.args.seed, greedy=True)
+        ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
+        log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
+        kl = kl_k1(log_probs, ref_log_probs, actions(sampled))
+        local = {"prompts": [r["prompt"] for r in mine], "sampled": sampled.answers, "greedy": greedy.answers,
+                 "sampled_reward": sampled_stats["_scores"].tolist(), "greedy_reward": greedy_stats["_scores"].tolist(),
+                 "kl": kl.tolist(), "length": sampled.lengths.tolist(), "ended": sampled.ended.tolist()}
+        merged = {key: [v for part in dist.gather_objects(local) for v in part[key]] for key in local}
+        n = len(merged["prompts"])
+        metrics = {"reward": sum(merged["sampled_reward"]) / n, "greedy_reward": sum(merged["greedy_reward"]) / n,
+                   "kl_to_reference": sum(merged["kl"]) / n, "answer_length": sum(merged["length"]) / n,
+                   "eos_share": sum(merged["ended"]) / n, "distinct2": distinct_2(merged["sampled"]), "prompts": n}
+        if self.judge is not None:
+            metrics["flawed_share"] = self.judge([str(p) for p in merged["prompts"]], merged["sampled"])
+        self._compare_with_start(metrics, merged, output_dir)
+        if dist.is_main():
+            with (output_dir / "samples.jsonl").open("a") as handle:
+                for i in range(n):
+                    handle.write(json.dumps({"step": step} | {key: merged[key][i] for key in merged}) + "\n")
+        return metrics
+
+    def _compare_with_start(self, metrics: dict[str, float], merged: dict[str, list], output_dir: Path) -> None:
+        path = output_dir / EVAL_BEFORE
+        if not self.before and path.exists():
+            self.before = json.loads(path.read_text())
+        if not self.before:  # this is the step-0 evaluation
+            self.before = metrics | {"sampled_reward": merged["sampled_reward"]}
+            if dist.is_main():
+                path.write_text(json.dumps(self.before) + "\n")
+            return
+        start = self.before["sampled_reward"]
+        metrics["win_rate"] = sum(now > then for now, then in zip(merged["sampled_reward"], start)) / len(start)
+        for key in ("reward", "distinct2", "flawed_share"):
+            if key in self.before:
+                metrics[f"{key}_before"] = self.before[key]
+        if metrics["eos_share"] < 0.5:
+            self.warn(f"WARNING: only {metrics['eos_share']:.0%} of the answers end with the EOS: the policy is "
+                      "learning to ramble (was it fine-tuned with step 1?)")
+        if metrics["kl_to_reference"] > 10:
+            self.warn(f"WARNING: the KL to the reference is {metrics['kl_to_reference']:.1f} nats per answer: the "
+                      "policy has drifted far; raise --kl_ctl or lower the learning rate")
+        if metrics["distinct2"] < 0.5 * self.before["distinct2"]:
+            self.warn(f"WARNING: distinct-2 fell from {self.before['distinct2']:.3f} to {metrics['distinct2']:.3f}: "
+                      "the answers are collapsing onto a few phrasings, a sign of reward hacking")

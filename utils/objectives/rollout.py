@@ -1,0 +1,139 @@
+"""K sampled answers per prompt from the policy, scored by the reward model: the experience every step-3 algorithm
+learns from.
+
+Sampling is pure (temperature only: no top-k, top-p, minimum length or repetition penalty), so that the log-ratio to
+the reference estimates a true KL. Answers end at the first EOS, which stays in the answer as an action the policy
+learns; padding uses a dedicated pad id, never the EOS. Log-probabilities are recomputed by a forward pass with the
+masks and positions training uses, so that the generator only supplies token ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from utils.data.formatting import format_text
+from utils.data.sources import Row
+
+
+@dataclass
+class Rollout:
+    """Prompt-major rows: prompt i's K samples are rows i*K to i*K+K-1. Shapes (rows, width) unless noted."""
+
+    input_ids: torch.Tensor  # left-padded prompt, then the answer, then pads
+    attention_mask: torch.Tensor  # 1 on prompt tokens and on the answer up to and with its EOS
+    answer_mask: torch.Tensor  # 1 on the answer's tokens up to and with its EOS: the actions
+    prompt_width: int  # where answers start
+    truncated: torch.Tensor  # (rows,) bool: no EOS within --max_answer_seq_len
+    empty: torch.Tensor  # (rows,) bool: the EOS came first
+    answers: list[str]  # decoded, without the EOS
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.answer_mask.sum(dim=1)
+
+    @property
+    def ended(self) -> torch.Tensor:
+        """(rows,) bool: the answer ends with the EOS."""
+        return ~self.truncated
+
+
+def encode_prompts(prompts: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_len: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-padded prompt ids and mask, as generate wants them; a prompt over max_prompt_len keeps its last tokens
+    after its leading special tokens (its BOS), as the data pipeline truncates. Returns how many were cut."""
+    rows, cut = [], 0
+    special = set(tokenizer.all_special_ids)
+    for text in prompts:
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) > max_prompt_len:
+            lead = next((i for i, t in enumerate(ids) if t not in special), 0)
+            ids = ids[:lead] + ids[len(ids) - (max_prompt_len - lead):]
+            cut += 1
+        rows.append(ids)
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, width - len(ids):] = torch.tensor(ids)
+        mask[i, width - len(ids):] = 1
+    return input_ids, mask, cut
+
+
+def sampling_config(tokenizer: PreTrainedTokenizerBase, max_answer_len: int, temperature: float,
+                    greedy: bool = False, top_k: int = 0, top_p: float = 1.0) -> GenerationConfig:
+    """Sampling at `temperature` (pure unless RAFT asks for top-k or top-p), or greedy; stopping at the EOS and
+    padding with the dedicated pad."""
+    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_k=top_k,
+                                                          top_p=top_p)
+    return GenerationConfig(max_new_tokens=max_answer_len, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, **sampling)
+
+
+@torch.no_grad()
+def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor,
+           prompt_mask: torch.Tensor, k: int, config: GenerationConfig, seed: int) -> Rollout:
+    """K answers per prompt, seeded without touching the global random state (dropout masks, the data order)."""
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=prompt_ids.repeat_interleave(k, dim=0),
+                             attention_mask=prompt_mask.repeat_interleave(k, dim=0), generation_config=config)
+    model.train(was_training)
+    width = prompt_ids.size(1)
+    answer = out[:, width:]
+    is_eos = answer == tokenizer.eos_token_id
+    has_eos = is_eos.any(dim=1)
+    first_eos = torch.where(has_eos, is_eos.long().argmax(dim=1), answer.size(1))
+    steps = torch.arange(answer.size(1)).expand_as(answer)
+    answer_mask = (steps <= first_eos[:, None]) & (steps < answer.size(1))
+    input_ids = out.clone()
+    input_ids[:, width:][~answer_mask] = tokenizer.pad_token_id
+    attention_mask = torch.cat([prompt_mask.repeat_interleave(k, dim=0), answer_mask.long()], dim=1)
+    answers = [tokenizer.decode(row[:end], skip_special_tokens=True) for row, end in zip(answer, first_eos.tolist())]
+    full_mask = torch.zeros_like(input_ids)
+    full_mask[:, width:] = answer_mask.long()
+    return Rollout(input_ids=input_ids, attention_mask=attention_mask, answer_mask=full_mask, prompt_width=width,
+                   truncated=~has_eos, empty=has_eos & (first_eos == 0), answers=answers)
+
+
+def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's log-probability under `model` at `temperature`, given the tokens before it, and the entropy of
+    each position's distribution: (rows, width - 1) each, aligned with the tokens from position 1 on, on the
+    rollout's device (the model may sit elsewhere: an offloaded reference)."""
+    device = next(model.parameters()).device
+    ids = rollout.input_ids.to(device)
+    logits = model(input_ids=ids, attention_mask=rollout.attention_mask.to(device),
+                   position_ids=rollout.position_ids.to(device)).logits[:, :-1].float() / temperature
+    log_probs = F.log_softmax(logits, dim=-1)
+    taken = log_probs.gather(2, ids[:, 1:, None]).squeeze(2)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return taken.to(rollout.input_ids.device), entropy.to(rollout.input_ids.device)
+
+
+def actions(rollout: Rollout) -> torch.Tensor:
+    """The answer mask aligned with token_log_probs: 1 where a log-probability is an action's."""
+    return rollout.answer_mask[:, 1:].float()
+
+
+@torch.no_grad()
+def reward_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, prompts: list[Row],
+                  rollout: Rollout, k: int, template: str, batch_size: int = 32) -> torch.Tensor:
+    """(rows,) scores of prompt + answer, each exactly as pipeline() scores that text: the answer's text is written
+    with the reward model's template and encoded by its own tokenizer, which appends what its training appended."""
+    texts = [format_text(prompts[i // k]["prompt"], answer, template, reward_tokenizer)
+             for i, answer in enumerate(rollout.answers)]
+    device = next(reward_model.parameters()).device
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        enc = reward_tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt").to(device)
+        scores.append(reward_model(**enc).logits[:, 0].float().cpu())
+    return torch.cat(scores)
