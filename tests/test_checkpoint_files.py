@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.engine.checkpoint import Position, find_checkpoint, save_checkpoint
-from utils.errors import RunError
+from utils.errors import RunError, UserError
 from utils.models.export import export_model
 
 
@@ -31,6 +31,15 @@ def _args(out, **overrides):
 
 def _save(out, step, **overrides):
     return save_checkpoint(FolderOnlyEngine(), _args(out, **overrides), Position(step, step * 2))
+
+
+def test_a_step3_checkpoint_resumes_only_with_the_same_algorithm_and_k(tmp_path):
+    _save(tmp_path, 10, algo="rloo", num_generations=4)
+    assert find_checkpoint(_args(tmp_path, algo="rloo", num_generations=4))[1] == Position(10, 20)
+    with pytest.raises(UserError, match="written with algo rloo, this run has raft"):
+        find_checkpoint(_args(tmp_path, algo="raft", num_generations=4))
+    with pytest.raises(UserError, match="written with num generations 4, this run has 8"):
+        find_checkpoint(_args(tmp_path, algo="rloo", num_generations=8))
 
 
 def test_rotation_keeps_the_newest_written_and_latest_names_the_last(tmp_path):

@@ -3,14 +3,18 @@ kl_ctl holds the policy at the reference, seeded runs repeat exactly, the export
 mistakes stop with one line before any model is loaded."""
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import read_metrics, run_step1, run_step3
+from conftest import CPU_ENV, STEP3, read_metrics, run_step1, run_step3
 from utils.errors import UserError
 from utils.flags import rlhf_parser
 from utils.objectives.policy_checks import check_flags, check_models
@@ -155,3 +159,30 @@ def test_the_command_line_exits_2_with_one_line(opt_dir, reward_dir, tmp_path):
     assert proc.returncode == 2 and "has no trained score head" in proc.stderr
     proc = run_step3(_args(opt_dir, reward_dir, tmp_path / "out3", "--data_path", "synthetic:3"), check=False)
     assert proc.returncode == 2 and "prompts: fewer than one rollout" in proc.stderr
+
+
+def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_dir, inject, tmp_path):
+    """SIGKILL after the step-4 checkpoint, then --resume: the rollouts after it are sampled again from the same
+    seeds, so the run ends with the uninterrupted run's weights."""
+    common = ["--kl_ctl", 0.05, "--clip_reward_value", 100, "--data_path", "synthetic:40", "--save_interval", 4]
+    whole = tmp_path / "whole"
+    run_step3(_args(actor_dir, reward_dir, whole, *common), env=inject)
+    out = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
+    proc = subprocess.Popen([sys.executable, str(STEP3), *map(str, _args(actor_dir, reward_dir, out, *common))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "latest").exists() or (out / "checkpoints" / "latest").read_text() != "step4":
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "eval_results.json").exists()
+    run_step3(_args(actor_dir, reward_dir, out, *common, "--resume"), env=inject)
+    ours, theirs = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)
+    rewards = {m["step"]: m["reward"] for m in read_metrics(out) if m["split"] == "train"}
+    assert rewards == {m["step"]: m["reward"] for m in read_metrics(whole) if m["split"] == "train"}
+    final, again = (json.loads((d / "eval_results.json").read_text()) for d in (out, whole))
+    assert final["reward_before"] == again["reward_before"]  # the step-0 evaluation survived the kill

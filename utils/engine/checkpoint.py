@@ -33,9 +33,12 @@ class Position:
     skipped_losses: int = 0  # micro-batches skipped for a non-finite loss (--on_nan skip)
 
 
-def _setup(args: argparse.Namespace) -> dict[str, int]:
-    return {"world_size": dist.world_size(), "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps, "zero_stage": args.zero_stage}
+def _setup(args: argparse.Namespace) -> dict[str, int | str]:
+    """What a resumed run must share with the checkpoint: the data position, the ZeRO partitions and, in step 3,
+    how the rollouts are sampled and learned from depend on it."""
+    setup = {"world_size": dist.world_size(), "per_device_train_batch_size": args.per_device_train_batch_size,
+             "gradient_accumulation_steps": args.gradient_accumulation_steps, "zero_stage": args.zero_stage}
+    return setup | {key: getattr(args, key) for key in ("algo", "num_generations") if hasattr(args, key)}
 
 
 def _complete(root: Path) -> list[Path]:
@@ -93,10 +96,10 @@ def find_checkpoint(args: argparse.Namespace) -> tuple[Path, Position] | None:
         return None
     saved = json.loads((path / POSITION).read_text())
     for key, now in _setup(args).items():
-        if saved[key] != now:
-            raise UserError(f"cannot resume from {path}: it was written with {key.replace('_', ' ')} {saved[key]}, "
-                            f"this run has {now}; resume with the same value (the data position and the ZeRO "
-                            "partitions depend on it)")
+        if saved.get(key) != now:
+            raise UserError(f"cannot resume from {path}: it was written with {key.replace('_', ' ')} {saved.get(key)}, "
+                            f"this run has {now}; resume with the same value (the data position, the ZeRO "
+                            "partitions and the rollouts depend on it)")
     return path, Position(**{k: saved[k] for k in ("step", "micro_batches", "skipped_losses")})
 
 
