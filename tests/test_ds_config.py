@@ -5,11 +5,11 @@ import pytest
 
 from utils.engine.ds_config import deepspeed_config, resolve_dtype
 from utils.errors import UserError
-from utils.flags import reward_parser
+from utils.flags import step_parser
 
 
 def _args(*extra):
-    return reward_parser().parse_args(["--model_name_or_path", "m", "--output_dir", "o", *map(str, extra)])
+    return step_parser(2).parse_args(["--model_name_or_path", "m", "--output_dir", "o", *map(str, extra)])
 
 
 def test_batch_sizes_precision_and_offload():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CPU_ENV, ROOT, free_port, read_metrics
-from utils.flags import reward_parser, sft_parser
+from utils.flags import step_parser
 
 SCRIPTS = ROOT / "training_scripts"
 LAUNCHERS = sorted(p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("*/*/*.sh")) + sorted(
@@ -33,8 +33,8 @@ def _module_parser(path: Path):
 
 
 PARSERS = {
-    "training/step1_supervised_finetuning/main.py": sft_parser,
-    "training/step2_reward_model_finetuning/main.py": reward_parser,
+    "training/step1_supervised_finetuning/main.py": lambda: step_parser(1),
+    "training/step2_reward_model_finetuning/main.py": lambda: step_parser(2),
     "training/step1_supervised_finetuning/prompt_eval.py":
         lambda: _module_parser(ROOT / "training/step1_supervised_finetuning/prompt_eval.py"),
     "rw_eval.py": lambda: _module_parser(ROOT / "rw_eval.py"),

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from utils.data.synthetic import generate_pairs
-from utils.flags import rlhf_parser
+from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
 from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
@@ -80,7 +80,7 @@ def test_training_forward_recomputes_generates_log_probs(family, opt_dir, llama_
 
 
 def _objective(model_dir, tokenizer, reward_dir, algo="rloo"):
-    args = rlhf_parser().parse_args(["--actor_model_name_or_path", str(model_dir), "--critic_model_name_or_path",
+    args = step_parser(3).parse_args(["--actor_model_name_or_path", str(model_dir), "--critic_model_name_or_path",
                                      str(reward_dir), "--output_dir", "unused", "--algo", algo, "--max_answer_seq_len",
                                      "10", "--max_prompt_seq_len", "32"])
     reference = load_causal_lm(str(model_dir), tokenizer, 0.0, False).eval()

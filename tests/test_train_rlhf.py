@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from conftest import CPU_ENV, STEP3, read_metrics, run_step1, run_step3
 from utils.errors import UserError
-from utils.flags import rlhf_parser
+from utils.flags import step_parser
 from utils.objectives.policy_checks import check_flags, check_models
 
 # The answer's reward: how many times it writes the letter e, which varies from answer to answer even under a random
@@ -125,14 +125,14 @@ def test_a_large_kl_ctl_holds_the_policy_near_the_reference_and_seeded_runs_repe
     (["--ppo_epochs", 2], "one update per rollout"),
 ])
 def test_flag_mistakes_are_refused(opt_dir, reward_dir, extra, message):
-    args = rlhf_parser().parse_args([str(a) for a in _args(opt_dir, reward_dir, "unused") + extra])
+    args = step_parser(3).parse_args([str(a) for a in _args(opt_dir, reward_dir, "unused") + extra])
     with pytest.raises(UserError, match=message):
         check_flags(args)
 
 
 def test_model_mistakes_are_refused_from_their_configs(opt_dir, reward_dir, tmp_path):
     def check(actor, reward, *extra):
-        args = rlhf_parser().parse_args([str(a) for a in _args(actor, reward, "unused", *extra)])
+        args = step_parser(3).parse_args([str(a) for a in _args(actor, reward, "unused", *extra)])
         with pytest.raises(UserError) as err:
             check_models(args)
         return str(err.value)

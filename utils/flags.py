@@ -265,27 +265,19 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                                 "synthetic prompts. Default: %(default)s")
 
 
-def sft_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.")
-    _common_flags(parser, step=1)
-    _sft_flags(parser)
-    return parser
+STEPS = {
+    1: ("Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.", _sft_flags),
+    2: ("Step 2: train a reward model on preference pairs and export it as a Hugging Face sequence-classification "
+        "model.", _reward_flags),
+    3: ("Step 3: improve the step-1 policy with the step-2 reward model (RLOO or RAFT); exports a Hugging Face causal "
+        "LM.", _rlhf_flags),
+}
 
 
-def reward_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Step 2: train a reward model on preference pairs and export it as a Hugging Face "
-                    "sequence-classification model.")
-    _common_flags(parser, step=2)
-    _reward_flags(parser)
-    return parser
-
-
-def rlhf_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Step 3: improve the step-1 policy with the step-2 reward model (RLOO or RAFT); exports a Hugging "
-                    "Face causal LM.")
-    _common_flags(parser, step=3)
-    _rlhf_flags(parser)
+def step_parser(step: int) -> argparse.ArgumentParser:
+    """The flags every step shares, then the step's own."""
+    description, own_flags = STEPS[step]
+    parser = argparse.ArgumentParser(description=description)
+    _common_flags(parser, step)
+    own_flags(parser)
     return parser

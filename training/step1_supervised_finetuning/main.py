@@ -7,7 +7,7 @@ from utils.data.splits import DataSpec
 from utils.data.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
 from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.errors import exit_on_error
-from utils.flags import sft_parser
+from utils.flags import step_parser
 from utils.models.lora import add_lora
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.engine.run import start_run
@@ -17,7 +17,7 @@ from utils.objectives.sft import SFTObjective
 
 @exit_on_error
 def main() -> None:
-    args = sft_parser().parse_args()
+    args = step_parser(1).parse_args()
     run = start_run(args)
 
     # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.

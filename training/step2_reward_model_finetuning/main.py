@@ -9,7 +9,7 @@ from utils.data.splits import DataSpec
 from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
 from utils.errors import exit_on_error
-from utils.flags import reward_parser
+from utils.flags import step_parser
 from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
 from utils.models.lora import add_lora
 from utils.models.reward_model import RewardModel
@@ -19,7 +19,7 @@ from utils.objectives.reward import RewardObjective, pair_collate
 
 @exit_on_error
 def main() -> None:
-    args = reward_parser().parse_args()
+    args = step_parser(2).parse_args()
     run = start_run(args)
 
     # Texts end with the EOS id, except a chat template's, which end with its own end-of-turn.

@@ -11,7 +11,7 @@ from utils.data.synthetic import flawed_share
 from utils.engine.loop import build_engine, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
 from utils.errors import UserError, exit_on_error
-from utils.flags import rlhf_parser
+from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.models.lora import add_lora
 from utils.models.reward_model import load_trained_reward_model
@@ -25,7 +25,7 @@ def _indices(items: list[int]) -> dict[str, torch.Tensor]:
 
 @exit_on_error
 def main() -> None:
-    args = rlhf_parser().parse_args()
+    args = step_parser(3).parse_args()
     check_flags(args)
     normalization = check_models(args)
     run = start_run(args)
