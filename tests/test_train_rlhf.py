@@ -161,6 +161,25 @@ def test_the_command_line_exits_2_with_one_line(opt_dir, reward_dir, tmp_path):
     assert proc.returncode == 2 and "prompts: fewer than one rollout" in proc.stderr
 
 
+def _start(args, inject):
+    """Step 3 in a process group of its own, so that a signal reaches it as it reaches a job."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
+    return subprocess.Popen([sys.executable, str(STEP3), *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _wait_until(done, proc, timeout=300):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if done():
+                return
+        except (OSError, json.JSONDecodeError):  # not written yet, or a line half-written
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+
+
 def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_dir, inject, tmp_path):
     """SIGKILL after the step-4 checkpoint, then --resume: the rollouts after it are sampled again from the same
     seeds, so the run ends with the uninterrupted run's weights."""
@@ -168,14 +187,8 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     whole = tmp_path / "whole"
     run_step3(_args(actor_dir, reward_dir, whole, *common), env=inject)
     out = tmp_path / "killed"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
-    proc = subprocess.Popen([sys.executable, str(STEP3), *map(str, _args(actor_dir, reward_dir, out, *common))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "latest").exists() or (out / "checkpoints" / "latest").read_text() != "step4":
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.01)
+    proc = _start(_args(actor_dir, reward_dir, out, *common), inject)
+    _wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "eval_results.json").exists()
@@ -186,3 +199,16 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     assert rewards == {m["step"]: m["reward"] for m in read_metrics(whole) if m["split"] == "train"}
     final, again = (json.loads((d / "eval_results.json").read_text()) for d in (out, whole))
     assert final["reward_before"] == again["reward_before"]  # the step-0 evaluation survived the kill
+
+
+def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, inject, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(_args(actor_dir, reward_dir, out), inject)
+    _wait_until(lambda: any(m["split"] == "train" for m in read_metrics(out)), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75 and "preempted: checkpoint saved at step" in stderr, stderr[-3000:]
+    step = int((out / "checkpoints" / "latest").read_text().removeprefix("step"))
+    assert 1 <= step < 50
+    run_step3(_args(actor_dir, reward_dir, out, "--resume"), env=inject)
+    assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
