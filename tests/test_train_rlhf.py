@@ -3,6 +3,7 @@ kl_ctl holds the policy at the reference, seeded runs repeat exactly, the export
 mistakes stop with one line before any model is loaded."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,10 @@ def test_model_mistakes_are_refused_from_their_configs(opt_dir, reward_dir, tmp_
     assert "the actor is a causal LM" in check(reward_dir, reward_dir)
     assert "holds no normalization constants" in check(opt_dir, reward_dir, "--reward_normalization", "z")
     assert "is over the actor's 1024 positions" in check(opt_dir, reward_dir, "--max_prompt_seq_len", 1020)
+    trained = tmp_path / "trained_on_lmflow"
+    shutil.copytree(reward_dir, trained)
+    (trained / "training_args.json").write_text(json.dumps({"template": "lmflow"}))
+    assert "pass --template lmflow" in check(opt_dir, trained)
     two = tmp_path / "two_labels"
     AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=2).save_pretrained(two)
     assert "has 2 labels" in check(opt_dir, two)

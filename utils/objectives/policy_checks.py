@@ -3,6 +3,8 @@ minutes of loading, or quietly learn the wrong thing, is worse than no run."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from transformers import AutoConfig
 
@@ -63,6 +65,11 @@ def check_models(args: argparse.Namespace) -> dict[str, float] | None:
     if _positions(reward) and budget > _positions(reward):
         raise UserError(f"--max_prompt_seq_len + --max_answer_seq_len = {budget} is over the reward model's "
                         f"{_positions(reward)} positions")
+    trained = Path(args.reward_model_name_or_path) / "training_args.json"
+    template = json.loads(trained.read_text()).get("template") if trained.is_file() else None
+    if template and template != args.template:
+        raise UserError(f"--template {args.template}, but the reward model was trained on --template {template} "
+                        f"texts ({trained}): its scores mean something only on those; pass --template {template}")
     constants = getattr(reward, NORMALIZATION_KEY, None)
     if args.reward_normalization != "none" and not constants:
         raise UserError(f"--reward_normalization {args.reward_normalization}: '{args.reward_model_name_or_path}' "
