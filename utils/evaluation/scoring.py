@@ -1,14 +1,11 @@
 """Scoring texts with any Hugging Face reward-model directory, batched with padding only to each batch's longest."""
 from __future__ import annotations
 
-import sys
-
 import torch
-from tqdm import tqdm
 from transformers import pipeline
 
 from utils.errors import UserError
-from utils.models.reward_model import load_trained_reward_model
+from utils.models.reward_model import load_trained_reward_model, score_texts
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,21 +25,9 @@ class RewardScorer:
             self._pipeline_model = dict(model=model_dir)  # loaded afresh from the directory, as users will
         self.model = model.to(device).eval()
 
-    @torch.no_grad()
     def score(self, texts: list[str], batch_size: int) -> tuple[list[float], list[int]]:
-        """Each text's score and token count. Texts are batched by length, so padding stays rare; a tokenizer
-        without a pad token scores one text at a time, as the model's pooling needs a pad id to find the end."""
-        if self.tokenizer.pad_token is None:
-            batch_size = 1
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
-        scores = [0.0] * len(texts)
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        for batch in tqdm(batches, desc="scoring", disable=not sys.stderr.isatty() or len(batches) < 2):
-            enc = self.tokenizer([texts[i] for i in batch], padding=True, return_tensors="pt").to(self.device)
-            for i, value in zip(batch, self.model(**enc).logits[:, 0].float().tolist()):
-                scores[i] = value
-        return scores, lengths
+        """Each text's score and token count."""
+        return score_texts(self.model, self.tokenizer, texts, batch_size)
 
     def check_pipeline(self, texts: list[str], scores: list[float], tolerance: float = 1e-4) -> float:
         """Re-score through transformers.pipeline, as downstream users will; any difference over tolerance is an

@@ -2,10 +2,12 @@
 trained one to score with."""
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 from torch import nn
+from tqdm import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -101,3 +103,23 @@ def load_trained_reward_model(model_dir: str, dtype: torch.dtype = torch.float32
         raise UserError(f"'{model_dir}' has no trained score head (missing {', '.join(sorted(head))}): its "
                         "scores would be random")
     return model.eval(), loaded, False
+
+
+@torch.no_grad()
+def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int
+                ) -> tuple[list[float], list[int]]:
+    """Each text's score, as pipeline() gives it, and its token count: the one scorer of rw_eval.py and step 3's
+    rollouts. Texts are batched by length, so padding stays rare; a tokenizer without a pad token scores one text at
+    a time, as the model's pooling needs a pad id to find the end."""
+    if tokenizer.pad_token is None:
+        batch_size = 1
+    device = next(model.parameters()).device
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    scores = [0.0] * len(texts)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="scoring", disable=not sys.stderr.isatty() or len(batches) < 2):
+        enc = tokenizer([texts[i] for i in batch], padding=True, return_tensors="pt").to(device)
+        for i, value in zip(batch, model(**enc).logits[:, 0].float().tolist()):
+            scores[i] = value
+    return scores, lengths

@@ -17,6 +17,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from utils.data.formatting import format_text
 from utils.data.sources import Row
+from utils.models.reward_model import score_texts
 
 
 @dataclass
@@ -124,16 +125,10 @@ def actions(rollout: Rollout) -> torch.Tensor:
     return rollout.answer_mask[:, 1:].float()
 
 
-@torch.no_grad()
 def reward_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, prompts: list[Row],
                   rollout: Rollout, k: int, template: str, batch_size: int = 32) -> torch.Tensor:
     """(rows,) scores of prompt + answer, each exactly as pipeline() scores that text: the answer's text is written
     with the reward model's template and encoded by its own tokenizer, which appends what its training appended."""
     texts = [format_text(prompts[i // k]["prompt"], answer, template, reward_tokenizer)
              for i, answer in enumerate(rollout.answers)]
-    device = next(reward_model.parameters()).device
-    scores = []
-    for start in range(0, len(texts), batch_size):
-        enc = reward_tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt").to(device)
-        scores.append(reward_model(**enc).logits[:, 0].float().cpu())
-    return torch.cat(scores)
+    return torch.tensor(score_texts(reward_model, reward_tokenizer, texts, batch_size)[0])
