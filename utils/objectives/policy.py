@@ -119,10 +119,12 @@ class PolicyObjective:
         scores = stats.pop("_scores").to(rollout.input_ids.device)
         started = time.perf_counter()
         mask = actions(rollout)
+        # RLOO's ratios are those of the sampling law; RAFT trains the model itself on the kept answers, as step 1
+        temperature = args.temperature if args.algo == "rloo" else 1.0
         with torch.no_grad():
-            ref_log_probs, _ = token_log_probs(self.reference, rollout, args.temperature)
+            ref_log_probs, _ = token_log_probs(self.reference, rollout, temperature)
         referenced = time.perf_counter()
-        log_probs, entropy = token_log_probs(model, rollout, args.temperature)
+        log_probs, entropy = token_log_probs(model, rollout, temperature)
         kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
         rewards = normalized(scores, args.reward_normalization, self.normalization).clamp(
             -args.clip_reward_value, args.clip_reward_value)
