@@ -83,9 +83,23 @@ def test_non_utf8_is_named(tmp_path):
 def test_identical_pairs_are_skipped_and_counted(tmp_path):
     rows = [GOOD] * 8 + [GOOD | {"rejected": GOOD["chosen"]}] * 2
     train, evals, report = load_rows(DataSpec([_write(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])],
-                                               [_write(tmp_path / "e.jsonl", [json.dumps(GOOD)])], data_split="0,1,0"))
+                                               [_write(tmp_path / "e.jsonl", [json.dumps(GOOD | {"prompt": "?"})])],
+                                               data_split="0,1,0"))
     assert len(train) == 8 and report.identical_pairs_skipped == 2
     assert any("skipped 2 pairs" in line for line in report.lines())
+
+
+def test_step_3_holds_out_prompts_it_never_trains_on(tmp_path):
+    """Synthetic questions recur across rows, so the held-out prompts are those the step's own share lacks."""
+    train, evals, report = load_rows(DataSpec(["synthetic:4000"], data_split="2,4,1", phase=2, fields=("prompt",)))
+    assert len(train) == 571 and len(evals) >= 128
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in evals}
+    assert f"skipped {report.eval_prompts_in_train_skipped} held-out prompts that this step trains on" in \
+        " ".join(report.lines()) and report.eval_prompts_in_train_skipped > 100
+    prompts = _write(tmp_path / "p.jsonl", [json.dumps({"prompt": p}) for p in ("a", "b")])
+    with pytest.raises(UserError, match=r"no eval rows \(1 held-out prompts skipped as the step trains on them\)"):
+        load_rows(DataSpec([prompts], [_write(tmp_path / "e.jsonl", [json.dumps({"prompt": "a"})])],
+                           fields=("prompt",)))
 
 
 def test_empty_after_filtering_is_an_error(tmp_path):

@@ -252,7 +252,11 @@ def _read_dataset(name: str, fields: tuple[str, ...], checker: RowChecker) -> tu
 
 
 def _read_synthetic(spec: str, fields: tuple[str, ...]) -> Splits:
-    """N generated train rows ('name:N', or SYNTHETIC_DEFAULT_SIZE) and a held-out tenth that repeats none of them."""
+    """N generated train rows ('name:N', or SYNTHETIC_DEFAULT_SIZE) and a held-out tenth that repeats none of them.
+
+    A repeat is a train row with the same fields. For prompts alone (step 3) it is a whole generated row: the ~1,000
+    questions recur across 4,000 rows, and load_rows skips the held-out prompts that the step itself trains on.
+    """
     name, colon, size_text = spec.partition(":")
     if name == "synthetic_flawed" and "rejected" in fields:
         raise UserError(f"--data_path {spec}: synthetic_flawed has no rejected answers; it is for step 1 (supervised "
@@ -263,10 +267,12 @@ def _read_synthetic(spec: str, fields: tuple[str, ...]) -> Splits:
             size = int(size_text)
         except ValueError:
             raise UserError(f"--data_path {spec}: expected {name}:N with N a number of rows") from None
-    rows = [{k: row[k] for k in fields} for row in SYNTHETIC_GENERATORS[name](size + max(1, size // 10), seed=0)]
-    train = rows[:size]
-    seen = {tuple(r.values()) for r in train}
-    return {"train": train, "test": [r for r in rows[size:] if tuple(r.values()) not in seen]}
+    generated = SYNTHETIC_GENERATORS[name](size + max(1, size // 10), seed=0)
+    keys = fields if len(fields) > 1 else tuple(generated[0])
+    seen = {tuple(r[k] for k in keys) for r in generated[:size]}
+    test = [r for r in generated[size:] if tuple(r[k] for k in keys) not in seen]
+    return {split: [{k: row[k] for k in fields} for row in part] for split, part in (("train", generated[:size]),
+                                                                                      ("test", test))}
 
 
 def read_source(spec: str, fields: tuple[str, ...] = FIELDS, checker: RowChecker | None = None

@@ -56,6 +56,7 @@ class DataReport:
     ties_skipped: int = 0
     identical_pairs_skipped: int = 0
     eval_rows_also_in_train: int = 0
+    eval_prompts_in_train_skipped: int = 0
     train_rows: int = 0
     eval_rows: int = 0
 
@@ -74,6 +75,9 @@ class DataReport:
             out.append(f"skipped {self.ties_skipped} ties (equal scores: not a preference)")
         if self.identical_pairs_skipped:
             out.append(f"skipped {self.identical_pairs_skipped} pairs whose chosen and rejected are identical")
+        if self.eval_prompts_in_train_skipped:
+            out.append(f"skipped {self.eval_prompts_in_train_skipped} held-out prompts that this step trains on: they "
+                       "would measure memory, not generalisation")
         return out
 
     def lines(self) -> list[str]:
@@ -201,10 +205,16 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
         raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.step_only_data_path))} "
                         f"(data_split {spec.data_split}, {report.identical_pairs_skipped} identical pairs skipped, "
                         f"{report.bad_rows_skipped} bad rows skipped)")
-    if not evals:
-        raise UserError("no eval rows: give --eval_data_path or a positive --eval_fraction")
     train_keys = {json.dumps(r, sort_keys=True) for r in train}
-    report.eval_rows_also_in_train = sum(json.dumps(r, sort_keys=True) in train_keys for r in evals)
+    repeats = [json.dumps(r, sort_keys=True) in train_keys for r in evals]
+    if spec.fields == ("prompt",):  # a policy's held-out prompts: one it trains on says nothing of generalisation
+        report.eval_prompts_in_train_skipped = sum(repeats)
+        evals = [r for r, repeat in zip(evals, repeats) if not repeat]
+    else:
+        report.eval_rows_also_in_train = sum(repeats)
+    if not evals:
+        raise UserError(f"no eval rows ({report.eval_prompts_in_train_skipped} held-out prompts skipped as the step "
+                        "trains on them): give --eval_data_path or a positive --eval_fraction")
     rng = random.Random(spec.seed)
     rng.shuffle(train)
     rng.shuffle(evals)
