@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import CPU_ENV, STEP3, read_metrics, run_step1, run_step3
+from conftest import CPU_ENV, ROOT, STEP3, read_metrics, run_step, run_step1, run_step3
 from utils.errors import UserError
 from utils.flags import step_parser
 from utils.objectives.policy_checks import check_flags, check_models
@@ -75,6 +75,25 @@ def _args(actor, reward, out, *extra):
 
 def _train_rewards(out):
     return [m["reward"] for m in read_metrics(out) if m["split"] == "train"]
+
+
+@pytest.mark.parametrize("algo", ["rloo", "raft"])
+def test_two_processes_zero2_take_the_step_of_one_on_fixed_experience(actor_dir, reward_dir, tmp_path, algo):
+    """The loss is normalized over the answer tokens of all processes: how the prompts are split changes nothing."""
+    weights = []
+    for nproc in (1, 2):
+        out = tmp_path / f"{nproc}"
+        out.mkdir()
+        run_step(ROOT / "tests" / "step3_fixed_experience.py",
+                 _args(actor_dir, reward_dir, out, "--algo", algo, "--actor_zero_stage", 2,
+                       "--per_device_generation_batch_size", 8 // nproc, "--per_device_training_batch_size",
+                       8 // nproc, "--max_answer_seq_len", 12, "--actor_learning_rate", 1e-3), nproc=nproc)
+        weights.append(torch.load(out / "weights.pt"))
+    (one, two), start = (w["weights"] for w in weights), load_file(actor_dir / "model.safetensors")
+    assert torch.equal(weights[0]["scores"], weights[1]["scores"]) and weights[0]["scores"].std() > 0
+    moved = max((one[name] - start[name]).abs().max().item() for name in start if name in one)
+    assert moved > 5e-4, "the step changed the weights (Adam's first step moves a weight by up to the lr)"
+    assert max((one[name] - two[name]).abs().max().item() for name in one) < 1e-5
 
 
 @pytest.mark.parametrize("algo", ["rloo", "raft"])

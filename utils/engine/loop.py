@@ -182,7 +182,8 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
             if args.print_loss:
                 log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
             bar.update(1)
-            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{v:.3f}" for k, v in stats.items()} | {
+            keys = getattr(loss_fn, "progress_keys", stats)  # an objective with many figures names a few
+            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{stats[k]:.3f}" for k in keys} | {
                 "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
             bar.set_postfix(shown, refresh=False)
             if args.save_interval and step % args.save_interval == 0 or stop:

@@ -92,6 +92,8 @@ class PolicyObjective:
     judge: Callable[[list[str], list[str]], float] | None = None
     warn: Callable[[str], None] = print
     before: dict[str, float] = field(default_factory=dict)
+    # the progress bar's figures; metrics.jsonl and TensorBoard get them all
+    progress_keys: tuple[str, ...] = ("reward", "kl", "answer_length", "eos_share")
 
     def prompt_texts(self, rows: list[Row]) -> list[str]:
         return [format_prompt(r["prompt"], self.args.template, self.tokenizer) for r in rows]
@@ -116,7 +118,14 @@ class PolicyObjective:
         module = getattr(model, "module", model)
         seed = args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973 + int(batch["prompt_index"][0]) * 31
         rollout, stats = self._rollout(module, rows, k, seed + dist.rank())
-        scores = stats.pop("_scores").to(rollout.input_ids.device)
+        loss, learned = self.loss(model, rollout, stats.pop("_scores").to(rollout.input_ids.device))
+        batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
+        return loss, stats | learned
+
+    def loss(self, model: nn.Module, rollout: Rollout, scores: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one process's share of the experience, normalized over the answer tokens that count on all
+        processes, so that 1 and N processes take the same step."""
+        args, k = self.args, self.args.num_generations
         started = time.perf_counter()
         mask = actions(rollout)
         # RLOO's ratios are those of the sampling law; RAFT trains the model itself on the kept answers, as step 1
@@ -140,16 +149,15 @@ class PolicyObjective:
             loss = -(log_probs * kept).sum()
             extra = {"kept_share": keep.mean().item(),
                      "kept_reward": (scores * keep).sum().item() / max(keep.sum().item(), 1)}
-        batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
-        stats |= {"reference_s": referenced - started, "reward": scores.mean().item(),
-                  "reward_std": scores.std().item(),
-                  "reward_normalized": rewards.mean().item(), "kl": kl.mean().item(),
-                  "kl_k3": kl_k3(log_probs.detach(), ref_log_probs, mask).mean().item(),
-                  "answer_length": rollout.lengths.float().mean().item(),
-                  "eos_share": rollout.ended.float().mean().item(),
-                  "truncated_share": rollout.truncated.float().mean().item(),
-                  "empty_share": rollout.empty.float().mean().item(),
-                  "entropy": ((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)).item()} | extra
+        stats = {"reference_s": referenced - started, "reward": scores.mean().item(),
+                 "reward_std": scores.std().item(),
+                 "reward_normalized": rewards.mean().item(), "kl": kl.mean().item(),
+                 "kl_k3": kl_k3(log_probs.detach(), ref_log_probs, mask).mean().item(),
+                 "answer_length": rollout.lengths.float().mean().item(),
+                 "eos_share": rollout.ended.float().mean().item(),
+                 "truncated_share": rollout.truncated.float().mean().item(),
+                 "empty_share": rollout.empty.float().mean().item(),
+                 "entropy": ((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)).item()} | extra
         return loss * dist.world_size() / tokens, stats
 
     @torch.no_grad()

@@ -32,6 +32,11 @@ class Rollout:
     empty: torch.Tensor  # (rows,) bool: the EOS came first
     answers: list[str]  # decoded, without the EOS
 
+    def rows(self, start: int, end: int) -> Rollout:
+        """Rows start to end-1: one process's share of a rollout sampled whole."""
+        return Rollout(self.input_ids[start:end], self.attention_mask[start:end], self.answer_mask[start:end],
+                       self.prompt_width, self.truncated[start:end], self.empty[start:end], self.answers[start:end])
+
     @property
     def position_ids(self) -> torch.Tensor:
         return (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
