@@ -35,6 +35,7 @@ def _module_parser(path: Path):
 PARSERS = {
     "training/step1_supervised_finetuning/main.py": lambda: step_parser(1),
     "training/step2_reward_model_finetuning/main.py": lambda: step_parser(2),
+    "training/step3_rlhf_finetuning/main.py": lambda: step_parser(3),
     "training/step1_supervised_finetuning/prompt_eval.py":
         lambda: _module_parser(ROOT / "training/step1_supervised_finetuning/prompt_eval.py"),
     "rw_eval.py": lambda: _module_parser(ROOT / "rw_eval.py"),
@@ -105,10 +106,10 @@ def test_overrides_and_extra_flags_reach_every_training_command(script, opt_dir,
     for prefix, args in runs:
         assert prefix == ["deepspeed", "--master_port", "29611", "--num_gpus", "2"]
         assert args.data_path == [str(pair_files[0]), "synthetic"]
-        assert Path(args.output_dir).parent == out or Path(args.output_dir) == out
+        assert Path(args.output_dir).is_relative_to(out)
         assert args.zero_stage == 1 and args.seed == 7
-    if len(runs) == 2:
-        assert runs[1][1].model_name_or_path == str(out / "step1_sft"), "step 2 starts from the step-1 output"
+    assert all(args.model_name_or_path == str(out / "step1_sft") for _, args in runs[1:]), \
+        "steps 2 and 3 start from the step-1 output"
 
 
 def test_hostfile_launch_command(hostfile, tmp_path):

@@ -45,3 +45,45 @@ def test_summary_of_a_directory_without_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 2 and "holds no metrics.jsonl" in proc.stderr
+
+
+def _policy(path: Path, before: dict, after: dict) -> Path:
+    rows = [{"split": "eval", "step": 0, **before}, {"split": "train", "step": 1, "loss": 0.3, "reward": 5.0},
+            {"split": "eval", "step": 1, **after}]
+    _step(path, rows, after)
+    (path / "eval_before.json").write_text(json.dumps(before))
+    return path
+
+
+def test_step_3_runs_side_by_side(tmp_path):
+    """The demo's last lines: a before/RAFT/RLOO table, and step3_rlhf/eval_results.json with each figure."""
+    before = {"reward": 4.0, "greedy_reward": 9.0, "kl_to_reference": 0.0, "answer_length": 9.0, "eos_share": 1.0,
+              "distinct2": 0.5, "prompts": 128, "flawed_share": 0.25}
+    rloo = before | {"reward": 8.5, "kl_to_reference": 0.75, "flawed_share": 0.0, "distinct2": 0.4, "win_rate": 0.5}
+    raft = before | {"reward": 8.0, "kl_to_reference": 1.25, "flawed_share": 0.0625, "eos_share": 0.96875,
+                     "win_rate": 0.625}
+    _policy(tmp_path / "step3_rlhf" / "rloo", before, rloo)
+    _policy(tmp_path / "step3_rlhf" / "raft", before, raft)
+    _policy(tmp_path / "step3_rlhf" / "unfinished", before, rloo).joinpath("eval_results.json").unlink()
+    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == ["step3_rlhf/raft: reward 4 before training, 8 after 1 steps",
+                         "step3_rlhf/rloo: reward 4 before training, 8.5 after 1 steps",
+                         "step3_rlhf/unfinished: reward 4 before training, 8.5 at step 1 (unfinished)"]
+    table = [line.split() for line in lines[-4:]]
+    assert lines[-5].startswith("step3_rlhf, one seeded sample per held-out prompt (128 prompts)")
+    assert table[0] == ["policy", "reward", "greedy", "flawed", "KL", "EOS", "length", "distinct-2", "win", "rate"]
+    assert table[1] == ["before", "4.00", "9.00", "25.0%", "-", "100%", "9.0", "0.500", "-"]
+    assert table[2] == ["RAFT", "8.00", "9.00", "6.2%", "1.250", "97%", "9.0", "0.500", "62%"]
+    assert table[3] == ["RLOO", "8.50", "9.00", "0.0%", "0.750", "100%", "9.0", "0.400", "50%"]
+    saved = json.loads((tmp_path / "step3_rlhf" / "eval_results.json").read_text())
+    assert set(saved) == {"raft", "rloo"}
+    assert {
+        key: saved["rloo"][key] for key in ("reward_before", "reward_after", "kl_to_reference", "flawed_share_before",
+                                            "flawed_share_after", "eos_share_after", "distinct2_before",
+                                            "distinct2_after")} == {
+        "reward_before": 4.0, "reward_after": 8.5, "kl_to_reference": 0.75, "flawed_share_before": 0.25,
+        "flawed_share_after": 0.0, "eos_share_after": 1.0, "distinct2_before": 0.5, "distinct2_after": 0.4}
+    assert (tmp_path / "training_curves.png").stat().st_size > 10_000

@@ -107,12 +107,14 @@ run() {
   "$@" 2>&1 | (trap '' INT TERM USR1; exec tee -a "$log")
 }
 
-# train STEP OUT_DIR FLAGS...: run step 1 (sft) or step 2 (reward) on every GPU, into OUT_DIR, resuming if it can.
+# train STEP OUT_DIR FLAGS...: run step 1 (sft), step 2 (reward) or step 3 (rlhf) on every GPU, into OUT_DIR,
+# resuming if it can.
 train() {
   local entry
   case "$1" in
     sft) entry=$ROOT/training/step1_supervised_finetuning/main.py ;;
     reward) entry=$ROOT/training/step2_reward_model_finetuning/main.py ;;
+    rlhf) entry=$ROOT/training/step3_rlhf_finetuning/main.py ;;
     *) die "train: unknown step $1" ;;
   esac
   local out=$2

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The quickstart demo (`make demo`), on CPU in about a minute, through the same machinery as the GPU launchers:
+# The quickstart demo (`make demo`), on CPU in about three minutes, through the same machinery as the GPU launchers:
 # a tiny OPT-style model (2 layers, hidden 64, random weights, a tokenizer trained here) and the built-in synthetic
-# pairs. Step 1 fine-tunes it on a quarter of the train rows, prompt_eval.py shows its answers next to the untrained
-# model's, step 2 trains a reward model from the step-1 output on the rest, and rw_eval.py evaluates that on the
-# held-out tenth. The last lines sum up, and OUTPUT/training_curves.png shows the losses.
-#   bash training_scripts/demo/run_tiny.sh [extra flags for both steps]
+# data, split 2,4,1 between the three steps. Step 1 fine-tunes it on its share plus synthetic_flawed, whose answers
+# are a quarter rude, evasive or looping, so that the policy has flaws to lose; prompt_eval.py shows its answers next
+# to the untrained model's. Step 2 trains a reward model from the step-1 output, and rw_eval.py evaluates it on
+# held-out pairs. Step 3 improves the step-1 policy with that reward model twice, by RLOO and by RAFT, on its own
+# prompts. The last lines sum up, with a before/RAFT/RLOO table; OUTPUT/training_curves.png shows the losses.
+#   bash training_scripts/demo/run_tiny.sh [extra flags for every step]
 # Overrides: MODEL (default: the tiny model, built into OUTPUT/base), DATA, OUTPUT, ZERO_STAGE, NUM_GPUS
 # (processes; see training_scripts/common.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -15,12 +17,12 @@ if [ -z "${MODEL:-}" ]; then
   MODEL=$OUTPUT/base
   [ -e "$MODEL/config.json" ] || run "$OUTPUT/base.log" "$PYTHON" -m utils.models.tiny "$MODEL" --family opt
 fi
-BOTH=(--data_path "${DATA_SOURCES[@]}" --data_split 1,3,0 --max_seq_len 128 --dropout 0.0 --dtype fp32
+BOTH=(--data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --max_seq_len 128 --dropout 0.0 --dtype fp32
       --zero_stage "$ZERO_STAGE" --per_device_train_batch_size 16 --per_device_eval_batch_size 64 --weight_decay 0.0
       --learning_rate 2e-3)
 
-train sft "$OUTPUT/step1_sft" --model_name_or_path "$MODEL" "${BOTH[@]}" --num_warmup_steps 10 --num_train_epochs 3 \
-  --eval_interval 50 "$@"
+train sft "$OUTPUT/step1_sft" --model_name_or_path "$MODEL" "${BOTH[@]}" --sft_only_data_path synthetic_flawed:3000 \
+  --num_warmup_steps 10 --num_train_epochs 3 --eval_interval 200 "$@"
 run "$OUTPUT/step1_sft/prompt_eval.log" "$PYTHON" "$ROOT/training/step1_supervised_finetuning/prompt_eval.py" \
   --model_name_or_path_baseline "$MODEL" --model_name_or_path_finetune "$OUTPUT/step1_sft" \
   --prompt "What is the capital of France?" --prompt "What is 3 plus 4?" --max_new_tokens 16
@@ -29,4 +31,12 @@ train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$OUTPUT/step1_sf
 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" --model_name_or_path "$OUTPUT/step2_reward_model" \
   --data_path "${DATA_SOURCES[@]}" --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" \
   --check_pipeline
+for algo in rloo raft; do
+  train rlhf "$OUTPUT/step3_rlhf/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \
+    --critic_model_name_or_path "$OUTPUT/step2_reward_model" --num_padding_at_beginning 1 \
+    --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
+    --num_generations 4 --per_device_generation_batch_size 8 --per_device_training_batch_size 8 \
+    --max_prompt_seq_len 64 --max_answer_seq_len 32 --actor_learning_rate 1.5e-4 --actor_weight_decay 0.0 --actor_dropout 0.0 \
+    --num_train_epochs 4 --eval_interval 100 --per_device_eval_batch_size 64 --eval_iters 2 --judge synthetic "$@"
+done
 summarize

@@ -41,17 +41,19 @@ def score_histogram(chosen: torch.Tensor, rejected: torch.Tensor, path: str | Pa
 
 def training_curves(metrics: dict[str, list[dict]], path: str | Path) -> Path:
     """Each step's training loss per optimizer step, with its evaluations on top: a run that diverged, stalled or
-    overfit shows at once."""
+    overfit shows at once. A step-3 run plots its reward instead, whose loss says little."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), dpi=120, squeeze=False)
     for ax, (name, rows) in zip(axes[0], metrics.items()):
         train = [r for r in rows if r["split"] == "train"]
         evals = [r for r in rows if r["split"] == "eval"]
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", alpha=0.5, lw=1,
-                label="train loss (per step)")
-        ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", color="tab:orange", label="eval loss")
+        key = "reward" if any("kl_to_reference" in r for r in evals) else "loss"
+        ax.plot([r["step"] for r in train], [r[key] for r in train], color="tab:blue", alpha=0.5, lw=1,
+                label=f"train {key} (per step)")
+        ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color="tab:orange",
+                label=f"held-out {key}")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel(key)
         ax.set_title(name)
         ax.legend()
     fig.tight_layout()
