@@ -234,5 +234,9 @@ def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, 
     assert proc.returncode == 75 and "preempted: checkpoint saved at step" in stderr, stderr[-3000:]
     step = int((out / "checkpoints" / "latest").read_text().removeprefix("step"))
     assert 1 <= step < 50
+    for other, message in ((["--num_generations", 2], "num generations 4, this run has 2"),
+                           (["--algo", "raft"], "algo rloo, this run has raft")):
+        refused = run_step3(_args(actor_dir, reward_dir, out, "--resume", *other), env=inject, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
     run_step3(_args(actor_dir, reward_dir, out, "--resume"), env=inject)
     assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
