@@ -38,7 +38,8 @@ def _setup(args: argparse.Namespace) -> dict[str, int | str]:
     how the rollouts are sampled and learned from depend on it."""
     setup = {"world_size": dist.world_size(), "per_device_train_batch_size": args.per_device_train_batch_size,
              "gradient_accumulation_steps": args.gradient_accumulation_steps, "zero_stage": args.zero_stage}
-    return setup | {key: getattr(args, key) for key in ("algo", "num_generations") if hasattr(args, key)}
+    step3 = ("algo", "num_generations", "generation_batches", "ppo_epochs")
+    return setup | {key: getattr(args, key) for key in step3 if hasattr(args, key)}
 
 
 def _complete(root: Path) -> list[Path]:
@@ -48,8 +49,10 @@ def _complete(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p / POSITION).stat().st_mtime_ns)
 
 
-def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace, position: Position) -> Path:
-    """Write the checkpoint of `position` under output_dir/checkpoints/step<N>; keep --save_total_limit of them."""
+def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace, position: Position,
+                    companions: dict[str, deepspeed.DeepSpeedEngine] | None = None) -> Path:
+    """Write the checkpoint of `position` under output_dir/checkpoints/step<N>, with each companion engine (PPO's
+    critic) in a folder of its name; keep --save_total_limit of them."""
     root = Path(args.output_dir) / CHECKPOINTS
     final, tmp = root / f"step{position.step}", root / f".tmp-step{position.step}"
     try:
@@ -58,6 +61,8 @@ def save_checkpoint(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace,
                 shutil.rmtree(stale)
         dist.barrier()
         engine.save_checkpoint(str(root), tag=tmp.name, save_latest=False)
+        for name, companion in (companions or {}).items():
+            companion.save_checkpoint(str(tmp), tag=name, save_latest=False)
         rng = {"cpu": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available()
                                                  else {})
         torch.save(rng, tmp / f"rng_rank{dist.rank()}.pt")
@@ -103,12 +108,15 @@ def find_checkpoint(args: argparse.Namespace) -> tuple[Path, Position] | None:
     return path, Position(**{k: saved[k] for k in ("step", "micro_batches", "skipped_losses")})
 
 
-def load_checkpoint(engine: deepspeed.DeepSpeedEngine, path: Path) -> None:
-    """Model, optimizer, scheduler and this rank's RNG state, exactly as saved."""
-    loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=True,
-                                       load_lr_scheduler_states=True)
-    if loaded is None:
-        raise RunError(f"DeepSpeed could not load the checkpoint {path}")
+def load_checkpoint(engine: deepspeed.DeepSpeedEngine, path: Path,
+                    companions: dict[str, deepspeed.DeepSpeedEngine] | None = None) -> None:
+    """Model, optimizer, scheduler (the companion engines' too) and this rank's RNG state, exactly as saved."""
+    targets = [(path.parent, path.name, engine)] + [(path, name, e) for name, e in (companions or {}).items()]
+    for folder, tag, target in targets:
+        loaded, _ = target.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
+                                           load_lr_scheduler_states=True)
+        if loaded is None:
+            raise RunError(f"DeepSpeed could not load the checkpoint {folder / tag}")
     rng = torch.load(path / f"rng_rank{dist.rank()}.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -102,9 +102,19 @@ def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[st
     return engine
 
 
-def optimizer_steps(loader: DataLoader, args: argparse.Namespace) -> int:
-    """DeepSpeed steps the optimizer on every gradient_accumulation_steps-th micro-batch, across epoch borders."""
-    return max(1, len(loader) * args.num_train_epochs // args.gradient_accumulation_steps)
+def optimizer_steps(loader: DataLoader, args: argparse.Namespace, updates_per_batch: int = 1) -> int:
+    """DeepSpeed steps the optimizer on every gradient_accumulation_steps-th update, across epoch borders; a batch
+    gives one update, or updates_per_batch (PPO's epochs over its rollouts)."""
+    return max(1, len(loader) * args.num_train_epochs * updates_per_batch // args.gradient_accumulation_steps)
+
+
+def _updates(loss_fn: LossFn, engine: deepspeed.DeepSpeedEngine, batch: Batch
+             ) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+    """A batch's losses, one per update: one, or what an objective with `updates` yields (PPO)."""
+    if hasattr(loss_fn, "updates"):
+        yield from loss_fn.updates(engine, batch)
+    else:
+        yield loss_fn(engine, batch)
 
 
 def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, step: int) -> dict[str, float]:
@@ -130,11 +140,13 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
 
     A resumed run restores the checkpoint and continues on the batches an uninterrupted run would have read next.
     """
-    total = optimizer_steps(loader, args)
+    per_batch = getattr(loss_fn, "updates_per_batch", 1)
+    companions = getattr(loss_fn, "companions", {})  # engines checkpointed with this one (PPO's critic)
+    total = optimizer_steps(loader, args, per_batch)
     position = Position(0, 0)
     engine.train()  # from_pretrained leaves the model in eval mode, dropout off
     if resume is not None:
-        load_checkpoint(engine, resume[0])
+        load_checkpoint(engine, resume[0], companions)
         position = resume[1]
         log.info(f"resumed from {resume[0]} at step {position.step}")
     else:
@@ -147,53 +159,57 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
     consumed, skipped = position.micro_batches, position.skipped_losses
     per_epoch = len(loader)
     started = time.perf_counter()
+    save_due = stopping = False  # checkpoints fall between batches, where the data position says it all
     for epoch in range(consumed // per_epoch, args.num_train_epochs):
         loader.sampler.set_epoch(epoch)
-        loader.sampler.skip = (consumed - epoch * per_epoch) * args.per_device_train_batch_size
+        loader.sampler.skip = (consumed - epoch * per_epoch) * loader.batch_size
         for batch in loader:
             consumed += 1
             batch = {k: v.to(engine.device) for k, v in batch.items()}
-            loss, stats = loss_fn(engine, batch)
-            if skip_non_finite_loss(loss, engine, args, log, skipped):
-                skipped += 1
-                continue
-            throughput.add(batch)
-            engine.backward(loss)
-            before = engine.global_steps
-            plain_norm = plain_grad_norm(engine)
-            engine.step()
-            for key, value in {"loss": loss.item(), **stats}.items():
-                window.setdefault(key, []).append(value)
-            if engine.global_steps == before:
-                continue  # still accumulating gradients
-            step = engine.global_steps
-            norm = checked_grad_norm(engine, plain_norm, args)
-            metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()} | throughput.counts()
-                                             | {"stop": float(preemption.requested)})  # one rank signalled is enough
-            stop = metrics.pop("stop") > 0 and step < total  # a request at the last step lets the run finish
-            counts = {key: metrics.pop(key) * dist.world_size() for key in ("tokens", "positions")}
-            metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started,
-                           fp16_overflow_skips=engine.skipped_steps, skipped_losses=skipped, **counts,
-                           **throughput.step(counts["tokens"], counts["positions"], dist.world_size()))
-            if norm is not None:
-                metrics["grad_norm"] = norm
-            window.clear()
-            log.record("train", step, metrics)
-            if args.print_loss:
-                log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
-            bar.update(1)
-            keys = getattr(loss_fn, "progress_keys", stats)  # an objective with many figures names a few
-            shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{stats[k]:.3f}" for k in keys} | {
-                "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
-            bar.set_postfix(shown, refresh=False)
-            if args.save_interval and step % args.save_interval == 0 or stop:
-                position = Position(step=step, micro_batches=consumed, skipped_losses=skipped)
-                path = save_checkpoint(engine, args, position)
-                log.info(f"checkpoint saved: {path}")
-                if stop:
-                    raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")
-            if args.eval_interval and step % args.eval_interval == 0 and step < total:
-                _evaluate(engine, evaluate, log, step)
-            throughput.restart()
+            for update, (loss, stats) in enumerate(_updates(loss_fn, engine, batch), start=1):
+                if skip_non_finite_loss(loss, engine, args, log, skipped):
+                    skipped += 1
+                    continue
+                throughput.add(batch)
+                engine.backward(loss)
+                before = engine.global_steps
+                plain_norm = plain_grad_norm(engine)
+                engine.step()
+                for key, value in {"loss": loss.item(), **stats}.items():
+                    window.setdefault(key, []).append(value)
+                if engine.global_steps == before:
+                    continue  # still accumulating gradients
+                step = engine.global_steps
+                norm = checked_grad_norm(engine, plain_norm, args)
+                metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}
+                                                 | throughput.counts()
+                                                 | {"stop": float(preemption.requested)})  # one rank is enough
+                stopping |= metrics.pop("stop") > 0 and step < total  # at the last step, the run just finishes
+                counts = {key: metrics.pop(key) * dist.world_size() for key in ("tokens", "positions")}
+                metrics.update(lr=engine.get_lr()[0], epoch=epoch, elapsed_s=time.perf_counter() - started,
+                               fp16_overflow_skips=engine.skipped_steps, skipped_losses=skipped, **counts,
+                               **throughput.step(counts["tokens"], counts["positions"], dist.world_size()))
+                if norm is not None:
+                    metrics["grad_norm"] = norm
+                window.clear()
+                log.record("train", step, metrics)
+                if args.print_loss:
+                    log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
+                bar.update(1)
+                keys = getattr(loss_fn, "progress_keys", stats)  # an objective with many figures names a few
+                shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{stats[k]:.3f}" for k in keys} | {
+                    "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
+                bar.set_postfix(shown, refresh=False)
+                save_due |= bool(args.save_interval) and step % args.save_interval == 0
+                if (save_due or stopping) and update == per_batch:
+                    position = Position(step=step, micro_batches=consumed, skipped_losses=skipped)
+                    path = save_checkpoint(engine, args, position, companions)
+                    log.info(f"checkpoint saved: {path}")
+                    save_due = False
+                    if stopping:
+                        raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")
+                if args.eval_interval and step % args.eval_interval == 0 and step < total:
+                    _evaluate(engine, evaluate, log, step)
+                throughput.restart()
     bar.close()
     return _evaluate(engine, evaluate, log, step=engine.global_steps)
