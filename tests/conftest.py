@@ -8,9 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.data.synthetic import generate_pairs
 from utils.models.tiny import build_tiny_model
@@ -43,8 +45,6 @@ LLAMA3_LIKE_CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{
 @pytest.fixture(scope="session")
 def llama_chat_dir(llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Llama-like model with a chat template that writes the BOS and ends each turn with the EOS."""
-    from transformers import AutoTokenizer
-
     out = tmp_path_factory.mktemp("llama_chat")
     shutil.copytree(llama_dir, out, dirs_exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
@@ -129,3 +129,59 @@ def score_like_users(jobs: list[dict], tmp_path: Path, transformers4: Path | Non
 
 def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# Step 3's tiny actor, reward model and injected reward, shared by its test files.
+# The answer's reward: how many times it writes the letter e, which varies from answer to answer even under a random
+# policy: a rule that moves within a few updates from a random start, where a real reward model would need a trained
+# policy.
+LETTER_E = """
+    import torch
+    import utils.objectives.policy as policy
+
+    def rule(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32):
+        return torch.tensor([float(answer.count("e")) for answer in rollout.answers])
+
+    policy.reward_scores = rule
+"""
+
+
+@pytest.fixture(scope="module")
+def reward_dir(opt_dir, tmp_path_factory):
+    """A reward model with a (random) trained-looking head: the injected rule replaces its scores."""
+    out = tmp_path_factory.mktemp("rm")
+    tokenizer = AutoTokenizer.from_pretrained(opt_dir)
+    tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    model = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def actor_dir(opt_dir, tmp_path_factory):
+    """A briefly fine-tuned policy: it ends about half of its answers, so that RAFT has finished answers to keep."""
+    out = tmp_path_factory.mktemp("sft")
+    run_step1(["--model_name_or_path", opt_dir, "--data_path", "synthetic:400", "--data_split", "1,0,0",
+               "--num_train_epochs", 2, "--learning_rate", 3e-3, "--max_seq_len", 64, "--dropout", 0.0, "--dtype",
+               "fp32", "--output_dir", out])
+    return out
+
+
+@pytest.fixture(scope="module")
+def inject(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inject")
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(LETTER_E))
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def rlhf_args(actor, reward, out, *extra):
+    return ["--actor_model_name_or_path", actor, "--critic_model_name_or_path", reward, "--data_path", "synthetic:200",
+            "--data_split", "0,0,1", "--per_device_generation_batch_size", 4, "--per_device_training_batch_size", 4,
+            "--num_generations", 4, "--max_prompt_seq_len", 32, "--max_answer_seq_len", 16, "--actor_learning_rate",
+            1e-2, "--actor_dropout", 0.0, "--dtype", "fp32", "--eval_iters", 1, "--per_device_eval_batch_size", 8,
+            "--lr_scheduler_type", "constant", "--output_dir", out, *extra]
+
+

@@ -1,6 +1,7 @@
-"""Step 3's maths and rollout, in process: the RLOO advantage, RAFT's choice, the KL estimators and the clipped loss
-against hand-computed values; log-probabilities recomputed by the training forward against generate's own; and the
-state at initialisation (KL 0, ratio 1, no gradient from a constant reward)."""
+"""Step 3's maths and rollout, in process: the RLOO advantage, RAFT's choice, the KL estimators, the clipped loss and
+PPO's rewards, advantages and value loss against hand-computed values; log-probabilities recomputed by the training
+forward against generate's own; and the state at initialisation (KL 0, ratio 1, no gradient from a constant
+reward)."""
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -8,8 +9,10 @@ from transformers import AutoModelForSequenceClassification
 from utils.data.synthetic import generate_pairs
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
-from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
+from utils.models.reward_model import RewardModel
+from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
 from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
+from utils.objectives.ppo import PPOObjective
 from utils.objectives.rollout import actions, encode_prompts, sample, sampling_config, token_log_probs
 
 
@@ -43,6 +46,25 @@ def test_kl_estimators_and_the_clipped_loss_by_hand():
     assert clipped.item() == 1.0
     loss, _, _ = clipped_policy_loss(new, log_probs, torch.tensor([-1.0]), mask, cliprange=0.1)
     assert loss.item() == pytest.approx(1.2 + 0.9)  # A < 0: the larger ratio is kept, the smaller one clipped
+
+
+def test_ppo_rewards_advantages_and_value_loss_by_hand():
+    mask = torch.tensor([[0.0, 1, 1, 1, 0]])  # the last prompt position, three actions, a pad
+    log_probs, ref = torch.tensor([[0.0, -1, -2, -1, 0]]), torch.tensor([[0.0, -1.5, -2, -0.5, 0]])
+    rewards = token_rewards(torch.tensor([2.0]), log_probs, ref, mask, kl_ctl=0.1)
+    assert rewards[0].tolist() == pytest.approx([0, -0.05, 0, 2.05, 0])  # -0.1 * log-ratio; the score at the end
+    values = torch.tensor([[0.0, 0.5, 1.0, 1.5, 0]])
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    # from the end: 2.05 - 1.5; then (0 + 1.5 - 1.0) + 0.95 * 0.55; then (-0.05 + 1.0 - 0.5) + 0.95 * 1.0225
+    assert advantages[0].tolist() == pytest.approx([0, 1.421375, 1.0225, 0.55, 0])
+    assert returns[0].tolist() == pytest.approx([0, 1.921375, 2.0225, 2.05, 0])
+    # lam 0: each advantage is its own TD error, r_t + 0.5 * V_{t+1} - V_t
+    assert gae(rewards, values, mask, gamma=0.5, lam=0.0)[0][0].tolist() == pytest.approx([0, -0.05, -0.25, 0.55, 0])
+    new, old, target = (torch.tensor([[0.0, 1, 2, 3, 9]]), torch.tensor([[0.0, 1.5, 1.5, 1.5, 0]]),
+                        torch.tensor([[0.0, 2, 2, 2, 0]]))
+    loss, clipped = clipped_value_loss(new, old, target, mask, cliprange_value=0.2)
+    # clipped values 1.3, 1.7, 1.7: per token 0.5 * max(1, 0.49), 0.5 * max(0, 0.09), 0.5 * max(1, 0.09)
+    assert loss.item() == pytest.approx(0.5 + 0.045 + 0.5) and clipped.item() == 1.0
 
 
 def test_normalization_and_distinct_2():
@@ -79,16 +101,15 @@ def test_training_forward_recomputes_generates_log_probs(family, opt_dir, llama_
         assert (row[:length - 1] != eos).all() and (row[length:] == tokenizer.pad_token_id).all()
 
 
-def _objective(model_dir, tokenizer, reward_dir, algo="rloo"):
+def _objective(model_dir, tokenizer, reward_dir, algo="rloo", kind=PolicyObjective, **extra):
     args = step_parser(3).parse_args(["--actor_model_name_or_path", str(model_dir), "--critic_model_name_or_path",
                                      str(reward_dir), "--output_dir", "unused", "--algo", algo, "--max_answer_seq_len",
                                      "10", "--max_prompt_seq_len", "32"])
     reference = load_causal_lm(str(model_dir), tokenizer, 0.0, False).eval()
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
     prompts = [{"prompt": r["prompt"]} for r in generate_pairs(4, seed=2)]
-    return PolicyObjective(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward,
-                           reward_tokenizer=load_tokenizer(str(reward_dir), "end", append_eos=True),
-                           normalization=None)
+    return kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward,
+                reward_tokenizer=load_tokenizer(str(reward_dir), "end", append_eos=True), normalization=None, **extra)
 
 
 def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_nothing(opt_dir, tmp_path):
@@ -106,3 +127,13 @@ def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_noth
     assert stats["clip_fraction"] == 0.0 and stats["reward_std"] == 0.0
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in actor.parameters())
+
+    # PPO, from the same start: the experience's log-probs are the actor's own, so the first ratio is exactly 1
+    critic = RewardModel(AutoModelForSequenceClassification.from_pretrained(reward_dir))
+    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", PPOObjective, critic=critic)
+    rollout, rollout_stats = ppo._rollout(actor, ppo.prompts, 4, seed=3)
+    experience = ppo.experience(actor, rollout, rollout_stats.pop("_scores"), rollout_stats)
+    assert experience.stats["kl"] == 0.0 and experience.stats["kl_k3"] == 0.0 and experience.stats["reward"] == 0.0
+    assert not experience.advantages.any()  # no reward, no KL, and a critic that values everything at 0
+    _, stats = ppo.actor_loss(actor, experience)
+    assert stats["ratio_max"] == 1.0 and stats["clip_fraction"] == 0.0

@@ -229,16 +229,18 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                         help="Prompt sources used only by step 3, all of their train rows (no --data_split share).")
 
     rollout = parser.add_argument_group("rollout")
-    rollout.add_argument("--algo", choices=["rloo", "raft"], default="rloo",
+    rollout.add_argument("--algo", choices=["rloo", "raft", "ppo"], default="rloo",
                          help="rloo: policy gradient with the other K-1 answers' mean reward as the baseline and a KL "
-                              "penalty to the reference; raft: fine-tune on the best of K. Default: %(default)s")
+                              "penalty to the reference; raft: fine-tune on the best of K; ppo: DeepSpeed-Chat's PPO "
+                              "with a critic initialised from the reward model. Default: %(default)s")
     rollout.add_argument("--num_generations", type=int, default=4, help="K answers per prompt. Default: %(default)s")
     rollout.add_argument("--per_device_generation_batch_size", type=int, default=16,
                          help="Prompts per device in one rollout. Default: %(default)s")
     rollout.add_argument("--generation_batches", type=int, default=1,
-                         help="Rollouts per training pass (DeepSpeed-Chat's flag; 1 here). Default: %(default)s")
+                         help="Rollouts sampled before training on them (PPO; 1 for RLOO and RAFT). Default: "
+                              "%(default)s")
     rollout.add_argument("--ppo_epochs", type=int, default=1,
-                         help="Passes over each rollout (DeepSpeed-Chat's flag; 1 here). Default: %(default)s")
+                         help="Passes over the sampled rollouts (PPO; 1 for RLOO and RAFT). Default: %(default)s")
     rollout.add_argument("--max_prompt_seq_len", type=int, default=256,
                          help="Longer prompts keep their last tokens. Default: %(default)s")
     rollout.add_argument("--max_answer_seq_len", type=int, default=256,
@@ -254,12 +256,30 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                            help="Clip the (normalized) reward model score to ±this. Default: %(default)s")
     objective.add_argument("--cliprange", type=float, default=0.2,
                            help="PPO's ratio clip in the policy loss. Default: %(default)s")
+    objective.add_argument("--cliprange_value", type=float, default=0.2,
+                           help="PPO: clip the critic's new values to the old ±this in its loss. Default: %(default)s")
+    objective.add_argument("--gamma", type=float, default=1.0, help="PPO: discount. Default: %(default)s")
+    objective.add_argument("--lam", type=float, default=0.95, help="PPO: GAE's lambda. Default: %(default)s")
+    objective.add_argument("--no_whiten_advantages", action="store_true",
+                           help="PPO: use the advantages as they are, not shifted and scaled to mean 0, std 1 over "
+                                "the answer tokens of the rollout on all processes.")
     objective.add_argument("--reward_normalization", choices=["none", "z", "minmax"], default="none",
                            help="Normalize scores with the constants rw_eval.py --write_normalization stored in the "
                                 "reward model's config.json. Default: %(default)s")
     objective.add_argument("--raft_selection", choices=["per_prompt", "global"], default="per_prompt",
                            help="RAFT keeps each prompt's best answer, or the best 1/K of all answers (LMFlow). "
                                 "Default: %(default)s")
+    critic = parser.add_argument_group("critic (PPO): initialised from the reward model, trained by its own engine")
+    critic.add_argument("--critic_learning_rate", type=float, default=5e-6, help="Default: %(default)s")
+    critic.add_argument("--critic_weight_decay", type=float, default=0.0, help="Default: %(default)s")
+    critic.add_argument("--critic_zero_stage", type=int, choices=[0, 1, 2, 3], default=None,
+                        help="Default: the actor's.")
+    critic.add_argument("--critic_gradient_checkpointing", action="store_true")
+    critic.add_argument("--critic_dropout", type=float, default=None,
+                        help="Set the critic's dropout probabilities; default: keep the model's own.")
+    critic.add_argument("--critic_lora_dim", type=int, default=0, help="LoRA rank of the critic; 0: no LoRA.")
+    critic.add_argument("--critic_lora_module_name", default="layers.",
+                        help="Modules of the critic whose names contain this get LoRA. Default: %(default)s")
     objective.add_argument("--judge", choices=["none", "synthetic"], default="none",
                            help="synthetic: report the share of rude, evasive, looping or empty answers on held-out "
                                 "synthetic prompts. Default: %(default)s")
@@ -269,8 +289,8 @@ STEPS = {
     1: ("Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.", _sft_flags),
     2: ("Step 2: train a reward model on preference pairs and export it as a Hugging Face sequence-classification "
         "model.", _reward_flags),
-    3: ("Step 3: improve the step-1 policy with the step-2 reward model (RLOO or RAFT); exports a Hugging Face causal "
-        "LM.", _rlhf_flags),
+    3: ("Step 3: improve the step-1 policy with the step-2 reward model (RLOO, RAFT or PPO); exports a Hugging Face "
+        "causal LM.", _rlhf_flags),
 }
 
 

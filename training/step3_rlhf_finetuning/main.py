@@ -1,4 +1,4 @@
-"""Step 3: improve the step-1 policy with the step-2 reward model, by RLOO or RAFT; export it as a causal LM."""
+"""Step 3: improve the step-1 policy with the step-2 reward model, by RLOO, RAFT or PPO; export it as a causal LM."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +8,17 @@ import torch
 from utils import distributed as dist
 from utils.data.splits import DataSpec, load_rows
 from utils.data.synthetic import flawed_share
-from utils.engine.loop import build_engine, optimizer_steps, train, train_loader
+from utils.engine.ds_config import deepspeed_config, resolve_dtype
+from utils.engine.loop import build_engine, on_gpu, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
 from utils.errors import UserError, exit_on_error
 from utils.flags import step_parser
-from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from utils.models.lora import add_lora
-from utils.models.reward_model import load_trained_reward_model
+from utils.models.reward_model import RewardModel, load_trained_reward_model
 from utils.objectives.policy import PolicyObjective
-from utils.objectives.policy_checks import check_flags, check_models
+from utils.objectives.policy_checks import check_flags, check_models, critic_settings
+from utils.objectives.ppo import PPOObjective
 
 
 def _indices(items: list[int]) -> dict[str, torch.Tensor]:
@@ -37,8 +39,11 @@ def main() -> None:
     for line in report.lines():
         run.log.info(line)
     held_out = held_out[:args.eval_iters * args.per_device_eval_batch_size]
-    if len(prompts) < args.per_device_generation_batch_size * dist.world_size():
-        raise UserError(f"{len(prompts)} prompts: fewer than one rollout of --per_device_generation_batch_size "
+    batch = args.per_device_generation_batch_size * args.generation_batches  # prompts sampled before training
+    if len(prompts) < batch * dist.world_size():
+        rollouts = ("one rollout" if args.generation_batches == 1
+                    else f"the --generation_batches {args.generation_batches} rollouts")
+        raise UserError(f"{len(prompts)} prompts: fewer than {rollouts} of --per_device_generation_batch_size "
                         f"{args.per_device_generation_batch_size} on {dist.world_size()} process(es)")
 
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
@@ -47,16 +52,24 @@ def main() -> None:
     reference.requires_grad_(False).eval()
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                                     args.trust_remote_code), args)
-    loader = train_loader(list(range(len(prompts))), args.per_device_generation_batch_size, _indices, args.seed)
-    engine = build_engine(model, args, run.ds_config, optimizer_steps(loader, args))
+    loader = train_loader(list(range(len(prompts))), batch, _indices, args.seed)
+    ppo = args.algo == "ppo"
+    steps = optimizer_steps(loader, args, args.generation_batches * args.ppo_epochs if ppo else 1)
+    engine = build_engine(model, args, run.ds_config, steps)
     near = engine.device
     reference.to("cpu" if args.offload_reference_model else near)
     reward_model.to("cpu" if args.offload_reward_model else near)
 
-    objective = PolicyObjective(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference,
-                                reward_model=reward_model, reward_tokenizer=reward_tokenizer,
-                                normalization=normalization, judge=flawed_share if args.judge == "synthetic" else None,
-                                warn=run.log.info)
+    kind, extra = PolicyObjective, {}
+    if ppo:  # the critic starts as a copy of the reward model and learns on its own engine
+        critic_args = critic_settings(args)
+        critic = add_lora(load_reward_model(args.reward_model_name_or_path, tokenizer, critic_args.dropout,
+                                            critic_args.gradient_checkpointing, args.trust_remote_code), critic_args)
+        config = deepspeed_config(critic_args, dist.world_size(), resolve_dtype(args.dtype, on_gpu()))
+        kind, extra = PPOObjective, {"critic": build_engine(RewardModel(critic), critic_args, config, steps)}
+    objective = kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward_model,
+                     reward_tokenizer=reward_tokenizer, normalization=normalization,
+                     judge=flawed_share if args.judge == "synthetic" else None, warn=run.log.info, **extra)
     final = train(engine, loader, args, objective,
                   lambda: objective.evaluate(engine, held_out, engine.global_steps, Path(args.output_dir)),
                   run.log, run.resume)

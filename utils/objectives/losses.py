@@ -1,4 +1,5 @@
-"""The losses of every step: pairwise reward losses (--loss), and step 3's policy-gradient loss and KL estimators."""
+"""The losses of every step: pairwise reward losses (--loss), and step 3's policy-gradient loss, KL estimators, and
+PPO's advantages and value loss."""
 from __future__ import annotations
 
 import torch
@@ -46,10 +47,45 @@ def kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tens
 def clipped_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The summed -min(rho A, clip(rho, 1 - eps, 1 + eps) A) over actions, with rho = pi / pi_old and one advantage
-    per answer (rows,); also the clipped share of actions and the ratios. Summed, not averaged: the caller divides
-    by the actions of the whole optimizer step."""
+    per answer (rows,) or per action (rows, width); also the clipped share of actions and the ratios. Summed, not
+    averaged: the caller divides by the actions of the whole optimizer step."""
     ratio = (log_probs - old_log_probs).exp()
-    adv = advantages[:, None]
+    adv = advantages if advantages.dim() == 2 else advantages[:, None]
     per_token = -torch.min(ratio * adv, ratio.clamp(1 - cliprange, 1 + cliprange) * adv)
     clipped = ((ratio - 1).abs() > cliprange).float()
     return (per_token * mask).sum(), (clipped * mask).sum() / mask.sum().clamp(min=1), ratio
+
+
+def token_rewards(scores: torch.Tensor, log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor,
+                  kl_ctl: float) -> torch.Tensor:
+    """PPO's per-action reward (DeepSpeed-Chat's): -kl_ctl * log(pi / pi_ref) at every action, plus the answer's
+    (clipped) score at its last action. (rows, width), zero off the actions."""
+    rewards = -kl_ctl * (log_probs - ref_log_probs) * mask
+    last = (mask * torch.arange(mask.size(1), device=mask.device)).argmax(dim=1)
+    rewards[torch.arange(mask.size(0)), last] += scores * mask.any(dim=1)
+    return rewards
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and returns over each row's actions, which are contiguous: the value after
+    the last action is 0, and nothing flows across the answer's end. Both (rows, width), zero off the actions."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.size(1))):
+        following = mask[:, t + 1] if t + 1 < rewards.size(1) else torch.zeros_like(running)
+        next_value = values[:, t + 1] * following if t + 1 < rewards.size(1) else following
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running * following
+        advantages[:, t] = running * mask[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       cliprange_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's critic loss, summed over actions: 0.5 * max((v - R)^2, (v_clipped - R)^2), with v_clipped the new value
+    held within ±cliprange_value of the one it had when the rollout was scored; and the clipped share."""
+    clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    per_token = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
+    share = (((values - old_values).abs() > cliprange_value).float() * mask).sum() / mask.sum().clamp(min=1)
+    return (per_token * mask).sum(), share

@@ -77,6 +77,19 @@ def distinct_2(answers: list[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
+def rollout_stats(rollout: Rollout, scores: torch.Tensor, rewards: torch.Tensor, log_probs: torch.Tensor,
+                  ref_log_probs: torch.Tensor, entropy: torch.Tensor) -> dict[str, float]:
+    """What every optimizer step logs about the answers it learned from, whatever the algorithm."""
+    mask = actions(rollout)
+    return {"reward": scores.mean().item(), "reward_std": scores.std().item(),
+            "reward_normalized": rewards.mean().item(), "kl": kl_k1(log_probs, ref_log_probs, mask).mean().item(),
+            "kl_k3": kl_k3(log_probs, ref_log_probs, mask).mean().item(),
+            "answer_length": rollout.lengths.float().mean().item(), "eos_share": rollout.ended.float().mean().item(),
+            "truncated_share": rollout.truncated.float().mean().item(),
+            "empty_share": rollout.empty.float().mean().item(),
+            "entropy": ((entropy * mask).sum() / mask.sum().clamp(min=1)).item()}
+
+
 @dataclass
 class PolicyObjective:
     """One micro-batch of prompt indices in, a loss out; batch["input_ids"] and batch["num_tokens"] are set to the
@@ -116,11 +129,28 @@ class PolicyObjective:
         args, k = self.args, self.args.num_generations
         rows = [self.prompts[i] for i in batch["prompt_index"].tolist()]
         module = getattr(model, "module", model)
-        seed = args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973 + int(batch["prompt_index"][0]) * 31
-        rollout, stats = self._rollout(module, rows, k, seed + dist.rank())
+        rollout, stats = self._rollout(module, rows, k, self.seed(model, batch))
         loss, learned = self.loss(model, rollout, stats.pop("_scores").to(rollout.input_ids.device))
         batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
         return loss, stats | learned
+
+    def seed(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+        """A rollout's seed: the same for the same step, prompts and process, so a resumed run samples it again."""
+        return (self.args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973
+                + int(batch["prompt_index"][0]) * 31 + dist.rank())
+
+    @property
+    def temperature(self) -> float:
+        """RLOO's and PPO's ratios are those of the sampling law; RAFT trains the model itself on the kept answers,
+        as step 1 does."""
+        return 1.0 if self.args.algo == "raft" else self.args.temperature
+
+    def clipped(self, scores: torch.Tensor) -> torch.Tensor:
+        """The scores as the objective sees them: normalized (--reward_normalization), then clipped to
+        ±--clip_reward_value."""
+        args = self.args
+        return normalized(scores, args.reward_normalization, self.normalization).clamp(-args.clip_reward_value,
+                                                                                       args.clip_reward_value)
 
     def loss(self, model: nn.Module, rollout: Rollout, scores: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one process's share of the experience, normalized over the answer tokens that count on all
@@ -128,15 +158,12 @@ class PolicyObjective:
         args, k = self.args, self.args.num_generations
         started = time.perf_counter()
         mask = actions(rollout)
-        # RLOO's ratios are those of the sampling law; RAFT trains the model itself on the kept answers, as step 1
-        temperature = args.temperature if args.algo == "rloo" else 1.0
         with torch.no_grad():
-            ref_log_probs, _ = token_log_probs(self.reference, rollout, temperature)
+            ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature)
         referenced = time.perf_counter()
-        log_probs, entropy = token_log_probs(model, rollout, temperature)
+        log_probs, entropy = token_log_probs(model, rollout, self.temperature)
         kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
-        rewards = normalized(scores, args.reward_normalization, self.normalization).clamp(
-            -args.clip_reward_value, args.clip_reward_value)
+        rewards = self.clipped(scores)
         tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)
         if args.algo == "rloo":
             advantages = rloo_advantages(rewards - args.kl_ctl * kl, k)
@@ -149,15 +176,8 @@ class PolicyObjective:
             loss = -(log_probs * kept).sum()
             extra = {"kept_share": keep.mean().item(),
                      "kept_reward": (scores * keep).sum().item() / max(keep.sum().item(), 1)}
-        stats = {"reference_s": referenced - started, "reward": scores.mean().item(),
-                 "reward_std": scores.std().item(),
-                 "reward_normalized": rewards.mean().item(), "kl": kl.mean().item(),
-                 "kl_k3": kl_k3(log_probs.detach(), ref_log_probs, mask).mean().item(),
-                 "answer_length": rollout.lengths.float().mean().item(),
-                 "eos_share": rollout.ended.float().mean().item(),
-                 "truncated_share": rollout.truncated.float().mean().item(),
-                 "empty_share": rollout.empty.float().mean().item(),
-                 "entropy": ((entropy.detach() * mask).sum() / mask.sum().clamp(min=1)).item()} | extra
+        stats = {"reference_s": referenced - started} | rollout_stats(rollout, scores, rewards, log_probs.detach(),
+                                                                    ref_log_probs, entropy.detach()) | extra
         return loss * dist.world_size() / tokens, stats
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from utils.errors import UserError
 from utils.models.dschat_convert import is_dschat_checkpoint
@@ -14,30 +14,48 @@ from utils.models.reward_model import NORMALIZATION_KEY, checked_reward_config
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    rloo = args.algo == "rloo"
-    if rloo and args.num_generations < 2:
+    ratios = args.algo in ("rloo", "ppo")  # the algorithms whose ratios and KL follow the sampling law
+    if args.algo == "rloo" and args.num_generations < 2:
         raise UserError(f"--num_generations {args.num_generations}: RLOO's baseline is the mean reward of the other "
                         "answers to the same prompt, so it needs K >= 2")
     if args.num_generations < 1:
         raise UserError("--num_generations must be at least 1")
     if args.temperature <= 0:
         raise UserError(f"--temperature {args.temperature}: sampling needs a temperature above 0")
-    if rloo and (args.top_k or args.top_p < 1):
+    if ratios and (args.top_k or args.top_p < 1):
         raise UserError("--top_k and --top_p change the sampling law, so the log-ratio to the reference no longer "
-                        "estimates the KL (it can go negative, and policies exploit that): RLOO samples purely")
-    if rloo and args.dropout:
+                        "estimates the KL (it can go negative, and policies exploit that): RLOO and PPO sample "
+                        "purely")
+    if ratios and args.dropout:
         raise UserError(f"--actor_dropout {args.dropout}: with dropout the training forward no longer scores the "
                         "answers as they were sampled, and the KL to the reference is not 0 at the start; use 0")
     if args.per_device_train_batch_size != args.per_device_generation_batch_size:
         raise UserError(f"--per_device_training_batch_size {args.per_device_train_batch_size} and "
                         f"--per_device_generation_batch_size {args.per_device_generation_batch_size}: each rollout "
-                        "trains as one micro-batch here, so give both the same number of prompts")
-    if args.generation_batches != 1 or args.ppo_epochs != 1:
+                        "trains as one micro-batch (PPO: one minibatch) here, so give both the same number of prompts")
+    if args.algo == "ppo":
+        if min(args.generation_batches, args.ppo_epochs) < 1:
+            raise UserError("--generation_batches and --ppo_epochs must be at least 1")
+        if args.gradient_accumulation_steps != 1:
+            raise UserError(f"--gradient_accumulation_steps {args.gradient_accumulation_steps}: each PPO minibatch "
+                            "is one optimizer step of the actor and of the critic; use 1")
+        if not 0 <= args.lam <= 1 or not 0 <= args.gamma <= 1:
+            raise UserError(f"--gamma {args.gamma} and --lam {args.lam} must lie between 0 and 1")
+    elif args.generation_batches != 1 or args.ppo_epochs != 1:
         raise UserError("--generation_batches and --ppo_epochs: RLOO and RAFT take one update per rollout here "
-                        "(DeepSpeed-Chat's stable setting); leave both at 1")
+                        "(DeepSpeed-Chat's stable setting); leave both at 1, or use --algo ppo")
     if min(args.max_prompt_seq_len, args.max_answer_seq_len, args.per_device_generation_batch_size) < 1:
         raise UserError("--max_prompt_seq_len, --max_answer_seq_len and --per_device_generation_batch_size must be "
                         "at least 1")
+
+
+def critic_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags the critic's engine reads under the shared names: the actor's, with the --critic_* values."""
+    return argparse.Namespace(**vars(args) | {
+        "learning_rate": args.critic_learning_rate, "weight_decay": args.critic_weight_decay,
+        "zero_stage": args.zero_stage if args.critic_zero_stage is None else args.critic_zero_stage,
+        "gradient_checkpointing": args.critic_gradient_checkpointing, "dropout": args.critic_dropout,
+        "lora_dim": args.critic_lora_dim, "lora_module_name": args.critic_lora_module_name})
 
 
 def _positions(config: object) -> int | None:
@@ -59,6 +77,9 @@ def check_models(args: argparse.Namespace) -> dict[str, float] | None:
         raise UserError(f"--max_prompt_seq_len + --max_answer_seq_len = {budget} is over the actor's "
                         f"{_positions(actor)} positions")
     if is_dschat_checkpoint(args.reward_model_name_or_path):
+        if args.algo == "ppo":
+            raise UserError(f"'{args.reward_model_name_or_path}' is a DeepSpeed-Chat step-2 folder: PPO trains its "
+                            "critic from it, so export it first (python -m utils.models.dschat_convert)")
         reward = AutoConfig.from_pretrained(args.reward_model_name_or_path)  # converted when loaded
     else:
         reward = checked_reward_config(args.reward_model_name_or_path)
@@ -70,9 +91,28 @@ def check_models(args: argparse.Namespace) -> dict[str, float] | None:
     if template and template != args.template:
         raise UserError(f"--template {args.template}, but the reward model was trained on --template {template} "
                         f"texts ({trained}): its scores mean something only on those; pass --template {template}")
+    if args.algo == "ppo":
+        _check_critic_reads_actor_tokens(args)
     constants = getattr(reward, NORMALIZATION_KEY, None)
     if args.reward_normalization != "none" and not constants:
         raise UserError(f"--reward_normalization {args.reward_normalization}: '{args.reward_model_name_or_path}' "
                         "holds no normalization constants; store them with rw_eval.py --model_name_or_path "
                         "REWARD_MODEL --data_path PAIRS --write_normalization")
     return constants
+
+
+def _check_critic_reads_actor_tokens(args: argparse.Namespace) -> None:
+    """PPO's critic values the actor's own token ids, so both must mean the same by each id."""
+    vocabularies = []
+    for name in (args.model_name_or_path, args.reward_model_name_or_path):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=args.trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot load the tokenizer of '{name}': {err}") from None
+        vocabularies.append(tokenizer.get_vocab())
+    actor, critic = vocabularies
+    differ = [token for token, index in actor.items() if critic.get(token) != index]
+    if differ:  # the critic may know more tokens (an added pad), but each of the actor's must be its own
+        raise UserError(f"--algo ppo: {len(differ)} of the actor's {len(actor)} tokens have another id, or none, in "
+                        f"the reward model's tokenizer (e.g. {differ[0]!r}), and the critic, initialised from the "
+                        "reward model, reads the actor's token ids; use RLOO or RAFT, which score text")

@@ -1,0 +1,98 @@
+"""Step 3 across processes and interruptions: 2 processes under ZeRO-2 take the step of 1 on fixed experience, a
+killed run resumes onto the uninterrupted run's weights (RLOO, and PPO with its critic), and SIGTERM saves and exits
+75."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CPU_ENV, ROOT, STEP3, read_metrics, rlhf_args, run_step, run_step3
+
+
+@pytest.mark.parametrize("algo", ["rloo", "raft"])
+def test_two_processes_zero2_take_the_step_of_one_on_fixed_experience(actor_dir, reward_dir, tmp_path, algo):
+    """The loss is normalized over the answer tokens of all processes: how the prompts are split changes nothing."""
+    weights = []
+    for nproc in (1, 2):
+        out = tmp_path / f"{nproc}"
+        out.mkdir()
+        run_step(ROOT / "tests" / "step3_fixed_experience.py",
+                 rlhf_args(actor_dir, reward_dir, out, "--algo", algo, "--actor_zero_stage", 2,
+                       "--per_device_generation_batch_size", 8 // nproc, "--per_device_training_batch_size",
+                       8 // nproc, "--max_answer_seq_len", 12, "--actor_learning_rate", 1e-3), nproc=nproc)
+        weights.append(torch.load(out / "weights.pt"))
+    (one, two), start = (w["weights"] for w in weights), load_file(actor_dir / "model.safetensors")
+    assert torch.equal(weights[0]["scores"], weights[1]["scores"]) and weights[0]["scores"].std() > 0
+    moved = max((one[name] - start[name]).abs().max().item() for name in start if name in one)
+    assert moved > 5e-4, "the step changed the weights (Adam's first step moves a weight by up to the lr)"
+    assert max((one[name] - two[name]).abs().max().item() for name in one) < 1e-5
+
+
+def _start(args, inject):
+    """Step 3 in a process group of its own, so that a signal reaches it as it reaches a job."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
+    return subprocess.Popen([sys.executable, str(STEP3), *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _wait_until(done, proc, timeout=300):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if done():
+                return
+        except (OSError, json.JSONDecodeError):  # not written yet, or a line half-written
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("algo, own", [
+    ("rloo", ["--save_interval", 4]),
+    # two passes per rollout: the save due at step 3 waits for the rollout's end, and the critic is saved with it
+    ("ppo", ["--save_interval", 3, "--ppo_epochs", 2]),
+])
+def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_dir, inject, tmp_path, algo, own):
+    """SIGKILL after the step-4 checkpoint, then --resume: the rollouts after it are sampled again from the same
+    seeds, so the run ends with the uninterrupted run's weights."""
+    common = ["--kl_ctl", 0.05, "--clip_reward_value", 100, "--data_path", "synthetic:40", "--algo", algo, *own]
+    whole = tmp_path / "whole"
+    run_step3(rlhf_args(actor_dir, reward_dir, whole, *common), env=inject)
+    out = tmp_path / "killed"
+    proc = _start(rlhf_args(actor_dir, reward_dir, out, *common), inject)
+    _wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "eval_results.json").exists()
+    if algo == "ppo":
+        assert (out / "checkpoints" / "step4" / "critic").is_dir() and not (out / "checkpoints" / "step3").exists()
+    run_step3(rlhf_args(actor_dir, reward_dir, out, *common, "--resume"), env=inject)
+    ours, theirs = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)
+    rewards = {m["step"]: m["reward"] for m in read_metrics(out) if m["split"] == "train"}
+    assert rewards == {m["step"]: m["reward"] for m in read_metrics(whole) if m["split"] == "train"}
+    final, again = (json.loads((d / "eval_results.json").read_text()) for d in (out, whole))
+    assert final["reward_before"] == again["reward_before"]  # the step-0 evaluation survived the kill
+
+
+def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, inject, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(rlhf_args(actor_dir, reward_dir, out), inject)
+    _wait_until(lambda: any(m["split"] == "train" for m in read_metrics(out)), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75 and "preempted: checkpoint saved at step" in stderr, stderr[-3000:]
+    step = int((out / "checkpoints" / "latest").read_text().removeprefix("step"))
+    assert 1 <= step < 50
+    for other, message in ((["--num_generations", 2], "num generations 4, this run has 2"),
+                           (["--algo", "raft"], "algo rloo, this run has raft")):
+        refused = run_step3(rlhf_args(actor_dir, reward_dir, out, "--resume", *other), env=inject, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    run_step3(rlhf_args(actor_dir, reward_dir, out, "--resume"), env=inject)
+    assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
