@@ -4,8 +4,9 @@
 # data, split 2,4,1 between the three steps. Step 1 fine-tunes it on its share plus synthetic_flawed, whose answers
 # are a quarter rude, evasive or looping, so that the policy has flaws to lose; prompt_eval.py shows its answers next
 # to the untrained model's. Step 2 trains a reward model from the step-1 output, and rw_eval.py evaluates it on
-# held-out pairs. Step 3 improves the step-1 policy with that reward model twice, by RLOO and by RAFT, on its own
-# prompts. The last lines sum up, with a before/RAFT/RLOO table; OUTPUT/training_curves.png shows the losses.
+# held-out pairs. Step 3 improves the step-1 policy with that reward model three times, by RLOO, RAFT and PPO, on
+# its own prompts. The last lines sum up, with a before/PPO/RAFT/RLOO table; OUTPUT/training_curves.png shows the
+# losses and step 3's rewards.
 #   bash training_scripts/demo/run_tiny.sh [extra flags for every step]
 # Overrides: MODEL (default: the tiny model, built into OUTPUT/base), DATA, OUTPUT, ZERO_STAGE, NUM_GPUS
 # (processes; see training_scripts/common.sh).
@@ -31,12 +32,17 @@ train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$OUTPUT/step1_sf
 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" --model_name_or_path "$OUTPUT/step2_reward_model" \
   --data_path "${DATA_SOURCES[@]}" --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" \
   --check_pipeline
-for algo in rloo raft; do
+# 288 optimizer steps each; PPO takes 2 passes over each rollout, so it samples half as many.
+declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4"
+                [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4")
+for algo in rloo raft ppo; do
+  read -ra own <<< "${OWN[$algo]}"
   train rlhf "$OUTPUT/step3_rlhf/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \
     --critic_model_name_or_path "$OUTPUT/step2_reward_model" --num_padding_at_beginning 1 \
     --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
     --num_generations 4 --per_device_generation_batch_size 8 --per_device_training_batch_size 8 \
-    --max_prompt_seq_len 64 --max_answer_seq_len 32 --actor_learning_rate 1.5e-4 --actor_weight_decay 0.0 --actor_dropout 0.0 \
-    --num_train_epochs 4 --eval_interval 100 --per_device_eval_batch_size 64 --eval_iters 2 --judge synthetic "$@"
+    --max_prompt_seq_len 64 --max_answer_seq_len 32 --actor_learning_rate 1.5e-4 --actor_weight_decay 0.0 \
+    --actor_dropout 0.0 --eval_interval 100 --per_device_eval_batch_size 64 --eval_iters 2 --judge synthetic \
+    "${own[@]}" "$@"
 done
 summarize

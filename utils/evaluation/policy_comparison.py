@@ -1,6 +1,6 @@
 """Step-3 runs side by side on their shared held-out prompts: the starting policy, then each algorithm's result.
 
-A launcher that trains one policy per algorithm (the demo: RUN_DIR/step3_rlhf/{raft,rloo}) ends with this table, so
+A launcher that trains one policy per algorithm (the demo: RUN_DIR/step3_rlhf/{ppo,raft,rloo}) ends with this table, so
 that a gain in reward shows next to what it cost: KL, EOS share, length and distinct-2.
 """
 from __future__ import annotations
@@ -52,7 +52,8 @@ def compare_policies(step_dir: Path) -> list[str]:
     if not figures:
         return []
     (step_dir / COMPARISON).write_text(json.dumps(figures, indent=2) + "\n")
-    starts = {json.dumps({k: v for k, v in f.items() if k.endswith("_before")}, sort_keys=True) for f in figures.values()}
+    starts = {json.dumps({k: v for k, v in f.items() if k.endswith("_before")}, sort_keys=True)
+              for f in figures.values()}
     rows = [["policy", *(title for _, title, _ in COLUMNS)]]
     if len(starts) == 1:
         rows.append(_row("before", next(iter(figures.values())), "before"))
@@ -62,5 +63,6 @@ def compare_policies(step_dir: Path) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     prompts = sorted({f["prompts"] for f in figures.values()})
     title = f"{step_dir.name}, one seeded sample per held-out prompt ({'/'.join(map(str, prompts))} prompts):"
-    return [title] + ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                      for row in rows]
+    aligned = [[cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+               for row in rows]
+    return [title] + ["  ".join(cells) for cells in aligned]
