@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from conftest import read_metrics, rlhf_args, run_step3
 from utils.errors import UserError
 from utils.flags import step_parser
-from utils.objectives.policy_checks import check_flags, check_models
+from utils.objectives.policy_checks import check_flags, check_models, flag_warnings
 
 
 def _train_rewards(out):
@@ -86,13 +86,41 @@ def test_a_large_kl_ctl_holds_the_policy_near_the_reference_and_seeded_runs_repe
     (["--algo", "ppo", "--actor_dropout", 0.1], "--actor_dropout 0.1"),
     (["--per_device_training_batch_size", 2], "give both the same number of prompts"),
     (["--ppo_epochs", 2], "one update per rollout"),
-    (["--algo", "ppo", "--gradient_accumulation_steps", 2], "each PPO minibatch is one optimizer step"),
     (["--algo", "ppo", "--lam", 1.5], "--lam 1.5 must lie between 0 and 1"),
+    (["--unsupervised_dataset_name", "wikitext"], "--unsupervised_dataset_name: the pretraining"),
+    (["--enable_test_mode"], "--enable_test_mode: a run stops early"),
 ])
 def test_flag_mistakes_are_refused(opt_dir, reward_dir, extra, message):
     args = step_parser(3).parse_args([str(a) for a in rlhf_args(opt_dir, reward_dir, "unused") + extra])
     with pytest.raises(UserError, match=message):
         check_flags(args)
+
+
+def test_deepspeed_chats_own_command_line_runs(actor_dir, reward_dir, tmp_path):
+    """DeepSpeed-Chat's OPT-1.3b single-node step-3 command, flag for flag, on the tiny models and synthetic prompts
+    (its data is on the hub), with --algo ppo, DeepSpeed-Chat's algorithm: what has no counterpart is said."""
+    out = tmp_path / "dschat"
+    proc = run_step3(["--data_path", "synthetic:40", "--data_split", "2,4,4", "--actor_model_name_or_path", actor_dir,
+                      "--critic_model_name_or_path", reward_dir, "--num_padding_at_beginning", 1,
+                      "--per_device_generation_batch_size", 4, "--per_device_training_batch_size", 4,
+                      "--generation_batches", 1, "--ppo_epochs", 1, "--max_answer_seq_len", 256,
+                      "--max_prompt_seq_len", 256, "--actor_learning_rate", 9.65e-6, "--critic_learning_rate", 5e-6,
+                      "--num_train_epochs", 1, "--lr_scheduler_type", "cosine", "--gradient_accumulation_steps", 1,
+                      "--actor_dropout", 0.0, "--num_warmup_steps", 100, "--deepspeed", "--seed", 1234,
+                      "--enable_hybrid_engine", "--actor_zero_stage", 2, "--critic_zero_stage", 2, "--enable_ema",
+                      "--output_dir", out, "--enable_tensorboard", "--tensorboard_path", out, "--algo", "ppo",
+                      "--eval_iters", 1, "--per_device_eval_batch_size", 4])
+    assert "warning: --enable_ema is ignored: no EMA copy" in proc.stdout
+    assert "warning: --enable_hybrid_engine is accepted" in proc.stdout
+    assert (out / "eval_results.json").exists() and "PPO" in (out / "README.md").read_text()
+    parser = step_parser(3)
+    dschat = [str(a) for a in rlhf_args(actor_dir, reward_dir, "x", "--critic_learning_rate", 5e-6,
+                                        "--actor_lora_dim", 128, "--print_answers")]
+    warnings = flag_warnings(parser.parse_args(dschat), dschat)
+    assert warnings == ["warning: --print_answers is ignored: every held-out answer goes to samples.jsonl instead",
+                        "warning: --critic_learning_rate given, but --algo rloo trains no critic; DeepSpeed-Chat's "
+                        "algorithm is --algo ppo"]
+    assert parser.parse_args(dschat).lora_dim == 128
 
 
 def test_model_mistakes_are_refused_from_their_configs(opt_dir, reward_dir, tmp_path):

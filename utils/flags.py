@@ -5,15 +5,16 @@ import argparse
 
 from transformers import SchedulerType
 
-from utils.data.sources import FIELDS, SOURCES_HELP
 from utils.data.formatting import TEMPLATES
-
+from utils.data.sources import FIELDS, SOURCES_HELP
+from utils.objectives.policy_checks import DSCHAT_IGNORED, DSCHAT_REFUSED
 
 # DeepSpeed-Chat's step 3 names the shared flags after the model they set: the actor's.
 ACTOR_NAMES = {"model_name_or_path": "actor_model_name_or_path", "dropout": "actor_dropout",
                "gradient_checkpointing": "actor_gradient_checkpointing", "learning_rate": "actor_learning_rate",
                "weight_decay": "actor_weight_decay", "zero_stage": "actor_zero_stage",
-               "per_device_train_batch_size": "per_device_training_batch_size"}
+               "per_device_train_batch_size": "per_device_training_batch_size", "lora_dim": "actor_lora_dim",
+               "lora_module_name": "actor_lora_module_name", "lora_learning_rate": "actor_lora_learning_rate"}
 
 
 def _flag(name: str, step: int) -> str:
@@ -132,16 +133,17 @@ def _checkpoint_flags(parser: argparse.ArgumentParser) -> None:
                              "skip, and are counted). Default: %(default)s")
 
 
-def _lora_flags(parser: argparse.ArgumentParser) -> None:
-    """LoRA through PEFT, with DeepSpeed-Chat's flag names."""
+def _lora_flags(parser: argparse.ArgumentParser, step: int) -> None:
+    """LoRA through PEFT, with DeepSpeed-Chat's flag names (step 3: the actor's)."""
     lora = parser.add_argument_group("LoRA (through PEFT)")
-    lora.add_argument("--lora_dim", type=int, default=0, help="LoRA rank; 0: no LoRA. Default: %(default)s")
-    lora.add_argument("--lora_module_name", default="layers.",
+    lora.add_argument(_flag("lora_dim", step), dest="lora_dim", type=int, default=0,
+                      help="LoRA rank; 0: no LoRA. Default: %(default)s")
+    lora.add_argument(_flag("lora_module_name", step), dest="lora_module_name", default="layers.",
                       help="Add adapters to the linear layers whose names contain this (DeepSpeed-Chat uses "
                            "'decoder.layers.' for OPT). Default: %(default)s")
     lora.add_argument("--only_optimize_lora", action="store_true",
                       help="Train only the adapters (and step 2's score head); otherwise every weight trains too.")
-    lora.add_argument("--lora_learning_rate", type=float, default=5e-4,
+    lora.add_argument(_flag("lora_learning_rate", step), dest="lora_learning_rate", type=float, default=5e-4,
                       help="The adapters' learning rate, a parameter group of its own. Default: %(default)s")
     lora.add_argument("--lora_alpha", type=float, default=None,
                       help="LoRA alpha; the update is scaled by alpha / rank. Default: the rank (scale 1, as "
@@ -176,7 +178,7 @@ def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
     _training_flags(parser, step)
     _speed_flags(parser, step)
     _checkpoint_flags(parser)
-    _lora_flags(parser)
+    _lora_flags(parser, step)
     _engine_flags(parser, step)
 
 
@@ -280,6 +282,15 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     critic.add_argument("--critic_lora_dim", type=int, default=0, help="LoRA rank of the critic; 0: no LoRA.")
     critic.add_argument("--critic_lora_module_name", default="layers.",
                         help="Modules of the critic whose names contain this get LoRA. Default: %(default)s")
+    critic.add_argument("--critic_lora_learning_rate", type=float, default=5e-4,
+                        help="The critic's adapters' learning rate. Default: %(default)s")
+    dschat = parser.add_argument_group("DeepSpeed-Chat flags without a counterpart here (see the step-3 README)")
+    for name in DSCHAT_IGNORED:
+        dschat.add_argument(f"--{name}", nargs="?", const=True, default=None, help="Accepted and ignored, with a "
+                            "warning: " + DSCHAT_IGNORED[name] + ".")
+    for name in DSCHAT_REFUSED:
+        dschat.add_argument(f"--{name}", nargs="?", const=True, default=None, help="Refused: " + DSCHAT_REFUSED[name]
+                            + ".")
     objective.add_argument("--judge", choices=["none", "synthetic"], default="none",
                            help="synthetic: report the share of rude, evasive, looping or empty answers on held-out "
                                 "synthetic prompts. Default: %(default)s")

@@ -1,6 +1,7 @@
 """Step 3: improve the step-1 policy with the step-2 reward model, by RLOO, RAFT or PPO; export it as a causal LM."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -17,9 +18,8 @@ from utils.models.loading import load_causal_lm, load_reward_model, load_tokeniz
 from utils.models.lora import add_lora
 from utils.models.reward_model import RewardModel, load_trained_reward_model
 from utils.objectives.policy import PolicyObjective
-from utils.objectives.policy_checks import check_flags, check_models, critic_settings
+from utils.objectives.policy_checks import check_flags, check_models, critic_settings, flag_warnings
 from utils.objectives.ppo import PPOObjective
-
 
 def _indices(items: list[int]) -> dict[str, torch.Tensor]:
     return {"prompt_index": torch.tensor(items)}
@@ -31,8 +31,8 @@ def main() -> None:
     check_flags(args)
     normalization = check_models(args)
     run = start_run(args)
-    if args.enable_hybrid_engine:
-        run.log.info("warning: --enable_hybrid_engine is accepted, but generation uses Hugging Face generate")
+    for line in flag_warnings(args, sys.argv[1:]):
+        run.log.info(line)
 
     reward_model, reward_tokenizer, _ = load_trained_reward_model(args.reward_model_name_or_path)
     prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))

@@ -12,8 +12,34 @@ from utils.errors import UserError
 from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.models.reward_model import NORMALIZATION_KEY, checked_reward_config
 
+# DeepSpeed-Chat's step-3 flags with no counterpart here: accepted and ignored with a warning where they change
+# nothing that is learned (speed knobs, an extra averaged copy, printing), refused where they would.
+DSCHAT_IGNORED = {
+    "enable_ema": "no EMA copy of the actor is kept; the exported actor is the trained one",
+    "enable_mixed_precision_lora": "LoRA's frozen weights keep the training precision",
+    "unpin_actor_parameters": "it tunes DeepSpeed's hybrid engine, which is not used (generation runs Hugging Face "
+                              "generate)",
+    "release_inference_cache": "it tunes DeepSpeed's hybrid engine, which is not used",
+    "inference_tp_size": "it tunes DeepSpeed's hybrid engine, which is not used",
+    "tp_gather_partition_size": "it tunes DeepSpeed's hybrid engine, which is not used",
+    "print_answers": "every held-out answer goes to samples.jsonl instead",
+    "print_answers_interval": "every held-out answer goes to samples.jsonl instead",
+    "align_overflow": "an fp16 overflow skips the step on every process alike here",
+    "preprocessing_num_workers": "prompts are read by the shared data pipeline",
+}
+DSCHAT_REFUSED = {
+    "unsupervised_dataset_name": "the pretraining (PTX) loss mixed into step 3 is not implemented",
+    "unsupervised_dataset_config_name": "the pretraining (PTX) loss mixed into step 3 is not implemented",
+    "unsup_coef": "the pretraining (PTX) loss mixed into step 3 is not implemented",
+    "enable_test_mode": "a run stops early with --num_train_epochs or a smaller --data_path here",
+    "test_stop_step": "a run stops early with --num_train_epochs or a smaller --data_path here",
+}
+
 
 def check_flags(args: argparse.Namespace) -> None:
+    for name, reason in DSCHAT_REFUSED.items():
+        if getattr(args, name) is not None:
+            raise UserError(f"--{name}: {reason}")
     ratios = args.algo in ("rloo", "ppo")  # the algorithms whose ratios and KL follow the sampling law
     if args.algo == "rloo" and args.num_generations < 2:
         raise UserError(f"--num_generations {args.num_generations}: RLOO's baseline is the mean reward of the other "
@@ -36,9 +62,6 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.algo == "ppo":
         if min(args.generation_batches, args.ppo_epochs) < 1:
             raise UserError("--generation_batches and --ppo_epochs must be at least 1")
-        if args.gradient_accumulation_steps != 1:
-            raise UserError(f"--gradient_accumulation_steps {args.gradient_accumulation_steps}: each PPO minibatch "
-                            "is one optimizer step of the actor and of the critic; use 1")
         if not 0 <= args.lam <= 1 or not 0 <= args.gamma <= 1:
             raise UserError(f"--gamma {args.gamma} and --lam {args.lam} must lie between 0 and 1")
     elif args.generation_batches != 1 or args.ppo_epochs != 1:
@@ -49,13 +72,29 @@ def check_flags(args: argparse.Namespace) -> None:
                         "at least 1")
 
 
+def flag_warnings(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """What a DeepSpeed-Chat command line (argv) asks for that this run will not do, each said once before it
+    starts."""
+    out = [f"warning: --{name} is ignored: {reason}" for name, reason in DSCHAT_IGNORED.items()
+           if getattr(args, name) is not None]
+    if args.enable_hybrid_engine:
+        out.append("warning: --enable_hybrid_engine is accepted, but generation uses Hugging Face generate")
+    critic = [word.split("=")[0] for word in argv if word.startswith("--critic_")
+              and not word.startswith("--critic_model_name_or_path")]
+    if critic and args.algo != "ppo":
+        out.append(f"warning: {', '.join(critic)} given, but --algo {args.algo} trains no critic; DeepSpeed-Chat's "
+                   "algorithm is --algo ppo")
+    return out
+
+
 def critic_settings(args: argparse.Namespace) -> argparse.Namespace:
     """The flags the critic's engine reads under the shared names: the actor's, with the --critic_* values."""
     return argparse.Namespace(**vars(args) | {
         "learning_rate": args.critic_learning_rate, "weight_decay": args.critic_weight_decay,
         "zero_stage": args.zero_stage if args.critic_zero_stage is None else args.critic_zero_stage,
         "gradient_checkpointing": args.critic_gradient_checkpointing, "dropout": args.critic_dropout,
-        "lora_dim": args.critic_lora_dim, "lora_module_name": args.critic_lora_module_name})
+        "lora_dim": args.critic_lora_dim, "lora_module_name": args.critic_lora_module_name,
+        "lora_learning_rate": args.critic_lora_learning_rate})
 
 
 def _positions(config: object) -> int | None:

@@ -2,8 +2,9 @@
 the score paid at the answer's last token, generalized advantage estimates, and --ppo_epochs passes of clipped
 updates over --generation_batches rollouts sampled first.
 
-Each minibatch pass is one optimizer step of the actor (the shared loop takes it) and one of the critic (taken here,
-by its own engine), so one loader batch of prompts gives generation_batches * ppo_epochs steps.
+Each minibatch pass is one update of the actor (the shared loop takes it) and one of the critic (taken here, by its
+own engine); both step their optimizers every --gradient_accumulation_steps updates. One loader batch of prompts
+gives generation_batches * ppo_epochs updates.
 """
 from __future__ import annotations
 
