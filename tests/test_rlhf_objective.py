@@ -9,6 +9,7 @@ from transformers import AutoModelForSequenceClassification
 from utils.data.synthetic import generate_pairs
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
 from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
@@ -137,3 +138,26 @@ def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_noth
     assert not experience.advantages.any()  # no reward, no KL, and a critic that values everything at 0
     _, stats = ppo.actor_loss(actor, experience)
     assert stats["ratio_max"] == 1.0 and stats["clip_fraction"] == 0.0
+
+
+def test_the_actor_without_its_adapters_is_the_reference(opt_dir):
+    """With --only_optimize_lora the reference is no copy: the actor's frozen weights, its adapters switched off."""
+    tokenizer = load_tokenizer(str(opt_dir), "end", append_eos=False)
+    args = step_parser(3).parse_args(["--actor_model_name_or_path", str(opt_dir), "--critic_model_name_or_path", "rm",
+                                      "--output_dir", "unused", "--actor_lora_dim", "4", "--only_optimize_lora"])
+    actor = add_lora(load_causal_lm(str(opt_dir), tokenizer, 0.0, False), args).eval()
+    with torch.no_grad():  # trained adapters: LoRA starts with B = 0, which would change nothing
+        for name, param in actor.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    reference = load_causal_lm(str(opt_dir), tokenizer, 0.0, False).eval()
+    ids, mask, _ = encode_prompts([" Human: What is 3 plus 4? Assistant:", " Human: Hi? Assistant:"], tokenizer, 64)
+    rollout = sample(reference, tokenizer, ids, mask, 2, sampling_config(tokenizer, 8, 1.0), seed=1)
+    actions_mask = actions(rollout).bool()
+    with torch.no_grad():
+        base, on = (token_log_probs(m, rollout, 1.0)[0][actions_mask] for m in (reference, actor))
+    off = token_log_probs(WithoutAdapters(actor), rollout, 1.0)[0][actions_mask]
+    assert torch.allclose(off, base, atol=1e-6) and not torch.allclose(on, base, atol=1e-2)
+    with torch.no_grad():  # switched back on, and still trainable
+        assert torch.equal(token_log_probs(actor, rollout, 1.0)[0][actions_mask], on)
+    assert all(p.requires_grad for name, p in actor.named_parameters() if "lora_" in name)

@@ -15,7 +15,7 @@ from utils.engine.run import start_run
 from utils.errors import UserError, exit_on_error
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
-from utils.models.lora import add_lora
+from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel, load_trained_reward_model
 from utils.objectives.policy import PolicyObjective
 from utils.objectives.policy_checks import check_flags, check_models, critic_settings, flag_warnings
@@ -48,8 +48,10 @@ def main() -> None:
 
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
                                trust_remote_code=args.trust_remote_code)
-    reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
-    reference.requires_grad_(False).eval()
+    shared = bool(args.lora_dim and args.only_optimize_lora)  # the frozen weights are the starting policy's
+    if not shared:
+        reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
+        reference.requires_grad_(False).eval()
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                                     args.trust_remote_code), args)
     loader = train_loader(list(range(len(prompts))), batch, _indices, args.seed)
@@ -57,7 +59,11 @@ def main() -> None:
     steps = optimizer_steps(loader, args, args.generation_batches * args.ppo_epochs if ppo else 1)
     engine = build_engine(model, args, run.ds_config, steps)
     near = engine.device
-    reference.to("cpu" if args.offload_reference_model else near)
+    if shared:
+        reference = WithoutAdapters(engine.module)
+        run.log.info("reference: the actor with its LoRA adapters off (--only_optimize_lora), not a second copy")
+    else:
+        reference.to("cpu" if args.offload_reference_model else near)
     reward_model.to("cpu" if args.offload_reward_model else near)
 
     kind, extra = PolicyObjective, {}

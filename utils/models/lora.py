@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -63,3 +64,27 @@ def merge_lora(model: PreTrainedModel, state: dict[str, torch.Tensor], args: arg
         wrapped.save_pretrained(adapter_dir)
     merged = wrapped.merge_and_unload()
     return merged, merged.state_dict()
+
+
+class WithoutAdapters:
+    """A LoRA-trained model seen with its adapters switched off: the model it started from, without a second copy.
+
+    Step 3's reference when only the adapters train (--only_optimize_lora): the frozen weights are the starting
+    policy's. It is called like the model, and its forward never records a graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @torch.no_grad()
+    def __call__(self, **inputs: torch.Tensor) -> object:
+        layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            return self.model(**inputs)
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from utils import distributed as dist
 from utils.data.formatting import format_prompt
 from utils.data.sources import Row
+from utils.models.lora import WithoutAdapters
 from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
 from utils.objectives.rollout import (
     Rollout,
@@ -98,7 +99,7 @@ class PolicyObjective:
     args: argparse.Namespace
     prompts: list[Row]
     tokenizer: PreTrainedTokenizerBase
-    reference: PreTrainedModel
+    reference: PreTrainedModel | WithoutAdapters
     reward_model: PreTrainedModel
     reward_tokenizer: PreTrainedTokenizerBase
     normalization: dict[str, float] | None
