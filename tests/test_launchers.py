@@ -21,7 +21,7 @@ SCRIPTS = ROOT / "training_scripts"
 LAUNCHERS = sorted(p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("*/*/*.sh")) + sorted(
     p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("demo/*.sh"))
 MULTI_NODE = [name for name in LAUNCHERS if "/multi_node/" in name]
-OVERRIDES = ("MODEL", "DATA", "OUTPUT", "ZERO_STAGE", "NUM_GPUS", "HOSTFILE", "LAUNCHER", "MASTER_ADDR", "MASTER_PORT")
+OVERRIDES = ("MODEL", "REWARD_MODEL", "DATA", "OUTPUT", "ZERO_STAGE", "NUM_GPUS", "HOSTFILE", "LAUNCHER", "MASTER_ADDR", "MASTER_PORT")
 VENV_PATH = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
 
 

@@ -1,6 +1,7 @@
 # Sourced by every launcher in training_scripts/, so that they all behave alike:
-# - overrides come from the environment: MODEL, DATA (one or more sources, space-separated), OUTPUT (the run
-#   directory), ZERO_STAGE, NUM_GPUS (per node; unset: every GPU the node has) and HOSTFILE (a DeepSpeed hostfile);
+# - overrides come from the environment: MODEL, REWARD_MODEL (the reward model's base, where a launcher trains it
+#   from another model), DATA (one or more sources, space-separated), OUTPUT (the run directory), ZERO_STAGE,
+#   NUM_GPUS (per node; unset: every GPU the node has) and HOSTFILE (a DeepSpeed hostfile);
 # - inputs are checked before any process starts, and a missing one stops the launcher with one line (status 2);
 # - every step writes its model and its training.log into the run directory, OUTPUT;
 # - a rerun resumes: each step gets --resume, so it continues from its last checkpoint, and a finished step is
@@ -30,9 +31,12 @@ _looks_local() {
 }
 
 _check_inputs() {
-  if [ -n "${MODEL:-}" ] && _looks_local "$MODEL" && [ ! -d "$MODEL" ]; then
-    die "MODEL=$MODEL: no such directory (give a local model directory or a hub name such as facebook/opt-350m)"
-  fi
+  local name
+  for name in MODEL REWARD_MODEL; do
+    if [ -n "${!name:-}" ] && _looks_local "${!name}" && [ ! -d "${!name}" ]; then
+      die "$name=${!name}: no such directory (give a local model directory or a hub name such as facebook/opt-350m)"
+    fi
+  done
   read -ra DATA_SOURCES <<< "${DATA:-}"
   [ "${#DATA_SOURCES[@]}" -gt 0 ] || die "DATA is empty: give one or more sources, space-separated"
   local source
