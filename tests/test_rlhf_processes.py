@@ -1,6 +1,6 @@
-"""Step 3 across processes and interruptions: 2 processes under ZeRO-2 take the step of 1 on fixed experience, a
-killed run resumes onto the uninterrupted run's weights (RLOO, and PPO with its critic), and SIGTERM saves and exits
-75."""
+"""Step 3 across processes and interruptions: 2 processes under ZeRO-2 take the step of 1 on fixed experience, ZeRO-3
+generation neither hangs nor changes an answer, a killed run resumes onto the uninterrupted run's weights (RLOO, and
+PPO with its critic), and SIGTERM saves and exits 75."""
 import json
 import os
 import signal
@@ -96,3 +96,22 @@ def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, 
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
     run_step3(rlhf_args(actor_dir, reward_dir, out, "--resume"), env=inject)
     assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
+
+
+def test_zero3_generation_never_hangs_and_answers_as_zero_0(actor_dir, reward_dir, inject, tmp_path):
+    """2 processes whose answers end at different lengths: under ZeRO-3, gathering the actor once per rollout and
+    keeping it partitioned both finish with the same seeded samples, and answer greedily as the unpartitioned actor
+    does."""
+    answers = {}
+    for name, nproc, extra in (("zero0", 1, ["--actor_zero_stage", 0]),
+                               ("gather", 2, ["--actor_zero_stage", 3, "--zero3_generation", "gather"]),
+                               ("partitioned", 2, ["--actor_zero_stage", 3, "--zero3_generation", "partitioned"])):
+        out = tmp_path / name  # one step of 8 prompts, then the held-out answers
+        run_step(STEP3, rlhf_args(actor_dir, reward_dir, out, "--data_path", "synthetic:8", "--eval_data_path",
+                                  "synthetic:300", "--per_device_generation_batch_size", 8 // nproc,
+                                  "--per_device_training_batch_size", 8 // nproc, *extra), nproc=nproc, env=inject)
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        answers[name] = sorted((s["prompts"], s["greedy"], s["sampled"]) for s in samples if s["step"] == 0)
+        assert len({s["length"] for s in samples}) > 1, "answers of different lengths: one process finishes first"
+    assert len(answers["zero0"]) == 8 and answers["gather"] == answers["partitioned"]  # same seeds, same rows
+    assert [a[:2] for a in answers["gather"]] == [a[:2] for a in answers["zero0"]]  # greedy: whatever the split

@@ -248,6 +248,11 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     rollout.add_argument("--max_answer_seq_len", type=int, default=256,
                          help="Answers stop at the EOS or here (truncated, counted). Default: %(default)s")
     rollout.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature. Default: %(default)s")
+    rollout.add_argument("--zero3_generation", choices=["gather", "partitioned"], default="gather",
+                         help="With --actor_zero_stage 3: gather the actor's weights once per rollout and generate "
+                              "locally, or keep them partitioned, gathered layer by layer at every token (for actors "
+                              "too large to gather), every process stepping until all are done. Default: "
+                              "%(default)s")
     rollout.add_argument("--top_k", type=int, default=0, help="RAFT only: sample from the k likeliest tokens.")
     rollout.add_argument("--top_p", type=float, default=1.0, help="RAFT only: nucleus sampling.")
 

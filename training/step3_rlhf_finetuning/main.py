@@ -9,17 +9,17 @@ import torch
 from utils import distributed as dist
 from utils.data.splits import DataSpec, load_rows
 from utils.data.synthetic import flawed_share
-from utils.engine.ds_config import deepspeed_config, resolve_dtype
-from utils.engine.loop import build_engine, on_gpu, optimizer_steps, train, train_loader
+from utils.engine.loop import build_engine, loaded_whole, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
 from utils.errors import UserError, exit_on_error
 from utils.flags import step_parser
-from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.models.lora import WithoutAdapters, add_lora
-from utils.models.reward_model import RewardModel, load_trained_reward_model
+from utils.models.reward_model import load_trained_reward_model
 from utils.objectives.policy import PolicyObjective
-from utils.objectives.policy_checks import check_flags, check_models, critic_settings, flag_warnings
-from utils.objectives.ppo import PPOObjective
+from utils.objectives.policy_checks import check_flags, check_models, flag_warnings
+from utils.objectives.ppo import PPOObjective, critic_engine
+
 
 def _indices(items: list[int]) -> dict[str, torch.Tensor]:
     return {"prompt_index": torch.tensor(items)}
@@ -34,7 +34,8 @@ def main() -> None:
     for line in flag_warnings(args, sys.argv[1:]):
         run.log.info(line)
 
-    reward_model, reward_tokenizer, _ = load_trained_reward_model(args.reward_model_name_or_path)
+    with loaded_whole(run.zero3):
+        reward_model, reward_tokenizer, _ = load_trained_reward_model(args.reward_model_name_or_path)
     prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))
     for line in report.lines():
         run.log.info(line)
@@ -50,7 +51,8 @@ def main() -> None:
                                trust_remote_code=args.trust_remote_code)
     shared = bool(args.lora_dim and args.only_optimize_lora)  # the frozen weights are the starting policy's
     if not shared:
-        reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
+        with loaded_whole(run.zero3):
+            reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
         reference.requires_grad_(False).eval()
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                                     args.trust_remote_code), args)
@@ -67,12 +69,8 @@ def main() -> None:
     reward_model.to("cpu" if args.offload_reward_model else near)
 
     kind, extra = PolicyObjective, {}
-    if ppo:  # the critic starts as a copy of the reward model and learns on its own engine
-        critic_args = critic_settings(args)
-        critic = add_lora(load_reward_model(args.reward_model_name_or_path, tokenizer, critic_args.dropout,
-                                            critic_args.gradient_checkpointing, args.trust_remote_code), critic_args)
-        config = deepspeed_config(critic_args, dist.world_size(), resolve_dtype(args.dtype, on_gpu()))
-        kind, extra = PPOObjective, {"critic": build_engine(RewardModel(critic), critic_args, config, steps)}
+    if ppo:
+        kind, extra = PPOObjective, {"critic": critic_engine(args, tokenizer, run.zero3, steps)}
     objective = kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward_model,
                      reward_tokenizer=reward_tokenizer, normalization=normalization,
                      judge=flawed_share if args.judge == "synthetic" else None, warn=run.log.info, **extra)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -41,6 +42,23 @@ def zero3_loading(ds_config: dict[str, Any]) -> object | None:
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(ds_config)
+
+
+@contextmanager
+def loaded_whole(zero3: object | None) -> Iterator[None]:
+    """Load models whole on every process even while ZeRO-3 partitions the trained one (zero3: what zero3_loading
+    returned): the frozen reference and reward model have no engine to gather their weights, and an engine of
+    another stage partitions what it needs itself."""
+    if zero3 is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(zero3)
 
 
 def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int,

@@ -119,7 +119,8 @@ class PolicyObjective:
         device = next(model.parameters()).device
         config = sampling_config(self.tokenizer, self.args.max_answer_seq_len, self.args.temperature, greedy,
                                  self.args.top_k, self.args.top_p)
-        rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed)
+        rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed,
+                         self.args.zero3_generation)
         generated = time.perf_counter()
         scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template)
         timing = {"generate_s": generated - started, "score_s": time.perf_counter() - generated,
@@ -129,8 +130,7 @@ class PolicyObjective:
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         args, k = self.args, self.args.num_generations
         rows = [self.prompts[i] for i in batch["prompt_index"].tolist()]
-        module = getattr(model, "module", model)
-        rollout, stats = self._rollout(module, rows, k, self.seed(model, batch))
+        rollout, stats = self._rollout(model, rows, k, self.seed(model, batch))
         loss, learned = self.loss(model, rollout, stats.pop("_scores").to(rollout.input_ids.device))
         batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
         return loss, stats | learned
@@ -188,8 +188,8 @@ class PolicyObjective:
         goes to samples.jsonl; signs of reward hacking or collapse are warned about."""
         module = getattr(model, "module", model)
         mine = rows[dist.rank()::dist.world_size()]
-        sampled, sampled_stats = self._rollout(module, mine, 1, self.args.seed)
-        greedy, greedy_stats = self._rollout(module, mine, 1, self.args.seed, greedy=True)
+        sampled, sampled_stats = self._rollout(model, mine, 1, self.args.seed)
+        greedy, greedy_stats = self._rollout(model, mine, 1, self.args.seed, greedy=True)
         ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
         log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
         kl = kl_k1(log_probs, ref_log_probs, actions(sampled))

@@ -8,17 +8,37 @@ gives generation_batches * ppo_epochs updates.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from utils import distributed as dist
+from utils.engine.ds_config import deepspeed_config, resolve_dtype
+from utils.engine.loop import build_engine, loaded_whole, on_gpu
+from utils.models.loading import load_reward_model
+from utils.models.lora import add_lora
+from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, token_rewards
 from utils.objectives.policy import PolicyObjective, rollout_stats
+from utils.objectives.policy_checks import critic_settings
 from utils.objectives.rollout import Rollout, actions, token_log_probs
+
+
+def critic_engine(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
+                  steps: int) -> nn.Module:
+    """The critic: a copy of the reward model, valuing every token, trained by an engine of its own with the
+    --critic_* settings."""
+    settings = critic_settings(args)
+    with loaded_whole(zero3):  # its engine partitions it if its own stage is 3
+        model = add_lora(load_reward_model(args.reward_model_name_or_path, tokenizer, settings.dropout,
+                                           settings.gradient_checkpointing, args.trust_remote_code), settings)
+    config = deepspeed_config(settings, dist.world_size(), resolve_dtype(args.dtype, on_gpu()))
+    return build_engine(RewardModel(model), settings, config, steps)
 
 
 @dataclass
@@ -72,12 +92,11 @@ class PPOObjective(PolicyObjective):
         the critic on each as it goes."""
         args, k = self.args, self.args.num_generations
         indices, size = batch["prompt_index"].tolist(), args.per_device_generation_batch_size
-        module = getattr(model, "module", model)
         seed = self.seed(model, batch)
         experience = []
         for part in range(args.generation_batches):
             rows = [self.prompts[i] for i in indices[part * size:(part + 1) * size]]
-            rollout, stats = self._rollout(module, rows, k, seed + part * 7_919)
+            rollout, stats = self._rollout(model, rows, k, seed + part * 7_919)
             experience.append(self.experience(model, rollout, stats.pop("_scores").to(rollout.input_ids.device),
                                               stats))
         if not args.no_whiten_advantages:

@@ -8,10 +8,12 @@ masks and positions training uses, so that the generator only supplies token ids
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -83,16 +85,32 @@ def sampling_config(tokenizer: PreTrainedTokenizerBase, max_answer_len: int, tem
                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, **sampling)
 
 
+def zero3_generation(model: nn.Module, mode: str) -> tuple[object, nn.Module, bool]:
+    """How to generate with a model (or its DeepSpeed engine) whose weights ZeRO-3 partitions: "gather" collects
+    them once for the rollout and generates locally, with ZeRO's per-layer hooks off; "partitioned" gathers layer by
+    layer at every token, and keeps every process stepping until all have finished (synced), so that none waits
+    forever on a gather. Returns (context, the module to generate with, synced)."""
+    module = getattr(model, "module", model)
+    if getattr(model, "zero_optimization_stage", lambda: 0)() != 3:
+        return nullcontext(), module, False
+    if mode == "gather":
+        return unwrap_model_for_generation(model), module, False
+    return nullcontext(), module, True
+
+
 @torch.no_grad()
 def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor,
-           prompt_mask: torch.Tensor, k: int, config: GenerationConfig, seed: int) -> Rollout:
-    """K answers per prompt, seeded without touching the global random state (dropout masks, the data order)."""
+           prompt_mask: torch.Tensor, k: int, config: GenerationConfig, seed: int, zero3: str = "gather") -> Rollout:
+    """K answers per prompt, seeded without touching the global random state (dropout masks, the data order); `model`
+    may be a DeepSpeed engine, which ZeRO-3 generation needs (--zero3_generation)."""
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]):
+    weights, module, synced = zero3_generation(model, zero3)
+    with torch.random.fork_rng(devices=[]), weights:
         torch.manual_seed(seed)
-        out = model.generate(input_ids=prompt_ids.repeat_interleave(k, dim=0),
-                             attention_mask=prompt_mask.repeat_interleave(k, dim=0), generation_config=config)
+        out = module.generate(input_ids=prompt_ids.repeat_interleave(k, dim=0),
+                             attention_mask=prompt_mask.repeat_interleave(k, dim=0), generation_config=config,
+                             synced_gpus=synced)
     model.train(was_training)
     width = prompt_ids.size(1)
     answer = out[:, width:]
