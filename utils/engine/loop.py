@@ -224,7 +224,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                     path = save_checkpoint(engine, args, position, companions)
                     log.info(f"checkpoint saved: {path}")
                     save_due = False
-                    if stopping:
+                    if stopping and step < total:  # a request the last update reaches lets the run finish
                         raise Preempted(f"checkpoint saved at step {step} in {path}; run again with --resume")
                 if args.eval_interval and step % args.eval_interval == 0 and step < total:
                     _evaluate(engine, evaluate, log, step)
