@@ -1,6 +1,6 @@
 # Sourced by every launcher in training_scripts/, so that they all behave alike:
-# - overrides come from the environment: MODEL, REWARD_MODEL (the reward model's base, where a launcher trains it
-#   from another model), DATA (one or more sources, space-separated), OUTPUT (the run directory), ZERO_STAGE,
+# - overrides come from the environment: MODEL, REWARD_MODEL (a step-3 launcher's reward model, or the base it trains
+#   one from), DATA (one or more sources, space-separated), OUTPUT (the run directory), ZERO_STAGE,
 #   NUM_GPUS (per node; unset: every GPU the node has) and HOSTFILE (a DeepSpeed hostfile);
 # - inputs are checked before any process starts, and a missing one stops the launcher with one line (status 2);
 # - every step writes its model and its training.log into the run directory, OUTPUT;
