@@ -61,10 +61,10 @@ def critic_values(critic: nn.Module, rollout: Rollout) -> torch.Tensor:
 def whiten(experience: list[Experience]) -> None:
     """Shift and scale the advantages to mean 0 and std 1 over the answer tokens of every minibatch on every process,
     so that the split among processes changes nothing."""
-    totals = torch.zeros(3)
+    totals = torch.zeros(3, dtype=torch.float64, device=experience[0].advantages.device)  # where the all-reduce runs
     for exp in experience:
         mask = actions(exp.rollout)
-        totals += torch.stack([(exp.advantages * mask).sum(), (exp.advantages ** 2 * mask).sum(), mask.sum()]).cpu()
+        totals += torch.stack([(exp.advantages * mask).sum(), (exp.advantages ** 2 * mask).sum(), mask.sum()])
     total, squares, count = dist.sum_across_ranks(totals).tolist()
     mean = total / max(count, 1)
     std = max(squares / max(count, 1) - mean ** 2, 0.0) ** 0.5
