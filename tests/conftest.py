@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,7 +90,10 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                           env=base | CPU_ENV | (env or {}), cwd="/")
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script.parent.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        # with several processes, the rank that failed first is often not the one whose traceback ends stderr
+        errors = dict.fromkeys(line for line in proc.stderr.splitlines() if re.search(r"\w(Error|Exception): ", line))
+        raise AssertionError(f"{script.parent.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}\nerror lines:\n" + "\n".join(list(errors)[:20]))
     return proc
 
 
