@@ -88,7 +88,7 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
                str(script)]
     base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
-                          env=base | CPU_ENV | (env or {}), cwd="/")
+                          env=base | CPU_ENV | (env or {}), cwd="/", timeout=600)  # a hang fails, not stalls CI
     if check and proc.returncode != 0:
         # with several processes, the rank that failed first is often not the one whose traceback ends stderr
         errors = dict.fromkeys(line for line in proc.stderr.splitlines() if re.search(r"\w(Error|Exception): ", line))

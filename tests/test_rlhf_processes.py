@@ -98,20 +98,29 @@ def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, 
     assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
 
 
-def test_zero3_generation_never_hangs_and_answers_as_zero_0(actor_dir, reward_dir, inject, tmp_path):
+def test_zero3_generation_never_hangs_and_answers_as_zero_0(actor_dir, reward_dir, tmp_path):
     """2 processes whose answers end at different lengths: under ZeRO-3, gathering the actor once per rollout and
     keeping it partitioned both finish with the same seeded samples, and answer greedily as the unpartitioned actor
-    does."""
-    answers = {}
+    does. The reference and reward model are partitioned too (offloaded in one run), and score as whole ones do; 65
+    held-out prompts give one process 2 scoring batches and the other 1, which it must match, or both hang (planted:
+    no spare forward in score_texts hangs the run)."""
+    answers, rewards = {}, {}
     for name, nproc, extra in (("zero0", 1, ["--actor_zero_stage", 0]),
-                               ("gather", 2, ["--actor_zero_stage", 3, "--zero3_generation", "gather"]),
+                               ("gather", 2, ["--actor_zero_stage", 3, "--zero3_generation", "gather",
+                                              "--offload_reference_model", "--offload_reward_model"]),
                                ("partitioned", 2, ["--actor_zero_stage", 3, "--zero3_generation", "partitioned"])):
         out = tmp_path / name  # one step of 8 prompts, then the held-out answers
-        run_step(STEP3, rlhf_args(actor_dir, reward_dir, out, "--data_path", "synthetic:8", "--eval_data_path",
-                                  "synthetic:300", "--per_device_generation_batch_size", 8 // nproc,
-                                  "--per_device_training_batch_size", 8 // nproc, *extra), nproc=nproc, env=inject)
+        done = run_step(STEP3, rlhf_args(actor_dir, reward_dir, out, "--data_path", "synthetic:8", "--eval_data_path",
+                                         "synthetic:800", "--per_device_eval_batch_size", 65,
+                                         "--per_device_generation_batch_size", 8 // nproc,
+                                         "--per_device_training_batch_size", 8 // nproc, *extra),
+                        nproc=nproc)
+        assert (nproc == 2) == ("reference and reward model are partitioned" in done.stdout + done.stderr)
         samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-        answers[name] = sorted((s["prompts"], s["greedy"], s["sampled"]) for s in samples if s["step"] == 0)
+        start = sorted((s for s in samples if s["step"] == 0), key=lambda s: s["prompts"])
+        answers[name] = [(s["prompts"], s["greedy"], s["sampled"]) for s in start]
+        rewards[name] = torch.tensor([s["greedy_reward"] for s in start])
         assert len({s["length"] for s in samples}) > 1, "answers of different lengths: one process finishes first"
-    assert len(answers["zero0"]) == 8 and answers["gather"] == answers["partitioned"]  # same seeds, same rows
+    assert len(answers["zero0"]) == 65 and answers["gather"] == answers["partitioned"]  # same seeds, same rows
     assert [a[:2] for a in answers["gather"]] == [a[:2] for a in answers["zero0"]]  # greedy: whatever the split
+    assert all(torch.allclose(rewards[name], rewards["zero0"], atol=1e-5) for name in ("gather", "partitioned"))

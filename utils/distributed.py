@@ -102,6 +102,25 @@ def sum_across_ranks(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def max_across_ranks(value: int) -> int:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gathers_layers(model: Any) -> bool:
+    """Whether `model` is a DeepSpeed engine under ZeRO-3: its forward gathers each layer from every process, so
+    every process must call it equally often, or the others wait forever."""
+    return getattr(model, "zero_optimization_stage", lambda: 0)() == 3
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a model's inputs go: a DeepSpeed engine's device, which ZeRO-3's offloaded weights do not show."""
+    return model.device if hasattr(model, "zero_optimization_stage") else next(model.parameters()).device
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -9,16 +9,23 @@ import torch
 from utils import distributed as dist
 from utils.data.splits import DataSpec, load_rows
 from utils.data.synthetic import flawed_share
-from utils.engine.loop import build_engine, loaded_whole, optimizer_steps, train, train_loader
+from utils.engine.ds_config import frozen_config
+from utils.engine.loop import build_engine, frozen_model, loaded_with, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
 from utils.errors import UserError, exit_on_error
 from utils.flags import step_parser
+from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import load_trained_reward_model
 from utils.objectives.policy import PolicyObjective
 from utils.objectives.policy_checks import check_flags, check_models, flag_warnings
 from utils.objectives.ppo import PPOObjective, critic_engine
+
+
+def _frozen(ds_config: dict, offload: bool | None) -> dict | None:
+    """How ZeRO-3 loads a frozen model: partitioned at load (offloaded or not), or whole when offload is None."""
+    return None if offload is None else frozen_config(ds_config, offload)
 
 
 def _indices(items: list[int]) -> dict[str, torch.Tensor]:
@@ -34,7 +41,9 @@ def main() -> None:
     for line in flag_warnings(args, sys.argv[1:]):
         run.log.info(line)
 
-    with loaded_whole(run.zero3):
+    # a DeepSpeed-Chat folder is converted whole in memory; ZeRO-3 partitions it when its engine starts
+    partition_reward = None if is_dschat_checkpoint(args.reward_model_name_or_path) else args.offload_reward_model
+    with loaded_with(run.zero3, _frozen(run.ds_config, partition_reward)):
         reward_model, reward_tokenizer, _ = load_trained_reward_model(args.reward_model_name_or_path)
     prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))
     for line in report.lines():
@@ -51,7 +60,7 @@ def main() -> None:
                                trust_remote_code=args.trust_remote_code)
     shared = bool(args.lora_dim and args.only_optimize_lora)  # the frozen weights are the starting policy's
     if not shared:
-        with loaded_whole(run.zero3):
+        with loaded_with(run.zero3, _frozen(run.ds_config, args.offload_reference_model)):
             reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, args.trust_remote_code)
         reference.requires_grad_(False).eval()
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
@@ -65,8 +74,10 @@ def main() -> None:
         reference = WithoutAdapters(engine.module)
         run.log.info("reference: the actor with its LoRA adapters off (--only_optimize_lora), not a second copy")
     else:
-        reference.to("cpu" if args.offload_reference_model else near)
-    reward_model.to("cpu" if args.offload_reward_model else near)
+        reference = frozen_model(reference, run.ds_config, args.offload_reference_model, near)
+    reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, near)
+    if run.zero3 is not None:
+        run.log.info("ZeRO-3: the reference and reward model are partitioned across the processes, as the actor is")
 
     kind, extra = PolicyObjective, {}
     if ppo:

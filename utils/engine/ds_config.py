@@ -49,3 +49,14 @@ def deepspeed_config(args: argparse.Namespace, world_size: int, dtype: str) -> d
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"--deepspeed_config {args.deepspeed_config}: {err}") from None
     return config
+
+
+def frozen_config(trained: dict[str, Any], offload: bool) -> dict[str, Any]:
+    """The trained model's ZeRO-3 settings for a model that is never trained (step 3's reference and reward model):
+    no optimizer, and with `offload` its parameters kept on the CPU between the layer-by-layer gathers."""
+    zero = {key: value for key, value in trained["zero_optimization"].items() if not key.startswith("offload_")}
+    if offload:
+        zero["offload_param"] = {"device": "cpu"}
+    kept = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "bf16", "fp16",
+            "steps_per_print", "wall_clock_breakdown")
+    return {key: trained[key] for key in kept if key in trained} | {"zero_optimization": zero}

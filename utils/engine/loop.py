@@ -20,6 +20,7 @@ from transformers import get_scheduler
 from utils import distributed as dist
 from utils.data.sampling import TrainSampler
 from utils.engine.checkpoint import Position, load_checkpoint, save_checkpoint
+from utils.engine.ds_config import frozen_config
 from utils.engine.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
 from utils.engine.run_log import RunLog
 from utils.engine.throughput import Throughput, measured_peak_flops
@@ -45,20 +46,33 @@ def zero3_loading(ds_config: dict[str, Any]) -> object | None:
 
 
 @contextmanager
-def loaded_whole(zero3: object | None) -> Iterator[None]:
-    """Load models whole on every process even while ZeRO-3 partitions the trained one (zero3: what zero3_loading
-    returned): the frozen reference and reward model have no engine to gather their weights, and an engine of
-    another stage partitions what it needs itself."""
+def loaded_with(zero3: object | None, config: dict[str, Any] | None = None) -> Iterator[None]:
+    """Load models under another ZeRO-3 configuration than the trained model's (zero3: what zero3_loading returned):
+    partitioned as `config` says, or whole on every process when it is None (a critic whose engine has another
+    stage partitions what it needs itself)."""
     if zero3 is None:
         yield
         return
     from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
+    other = zero3_loading(config) if config else None  # registers itself with transformers while it lives
     try:
         yield
     finally:
+        del other
         set_hf_deepspeed_config(zero3)
+
+
+def frozen_model(model: nn.Module, ds_config: dict[str, Any], offload: bool, device: torch.device) -> nn.Module:
+    """A model that runs but never trains (step 3's reference and reward model). Under ZeRO-3 an inference engine
+    partitions it like the trained model and gathers it layer by layer, so every process must call it equally
+    often; otherwise it is whole on every process. `offload` keeps its weights on the CPU."""
+    if ds_config["zero_optimization"]["stage"] != 3:
+        return model.to("cpu" if offload else device)
+    engine, *_ = deepspeed.initialize(model=model, config=frozen_config(ds_config, offload))
+    engine.module.eval()
+    return engine
 
 
 def train_loader(dataset: list, batch_size: int, collate: Callable, seed: int,

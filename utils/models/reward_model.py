@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from utils import distributed as dist
 from utils.errors import UserError
 from utils.models.dschat_convert import convert, is_dschat_checkpoint
 from utils.models.loading import additive_mask
@@ -113,13 +114,17 @@ def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text
     a time, as the model's pooling needs a pad id to find the end."""
     if tokenizer.pad_token is None:
         batch_size = 1
-    device = next(model.parameters()).device
+    device = dist.input_device(model)
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     order = sorted(range(len(texts)), key=lengths.__getitem__)
     scores = [0.0] * len(texts)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # under ZeRO-3, keep step with the processes that have more texts, with spare forwards whose scores are dropped
+    spare = dist.max_across_ranks(len(batches)) - len(batches) if dist.gathers_layers(model) else 0
     for batch in tqdm(batches, desc="scoring", disable=not sys.stderr.isatty() or len(batches) < 2):
         enc = tokenizer([texts[i] for i in batch], padding=True, return_tensors="pt").to(device)
         for i, value in zip(batch, model(**enc).logits[:, 0].float().tolist()):
             scores[i] = value
+    for _ in range(spare):
+        model(input_ids=torch.full((1, 1), tokenizer.pad_token_id or 0, device=device))
     return scores, lengths

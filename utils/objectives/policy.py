@@ -116,7 +116,7 @@ class PolicyObjective:
                  ) -> tuple[Rollout, dict[str, float]]:
         started = time.perf_counter()
         ids, mask, _ = encode_prompts(self.prompt_texts(rows), self.tokenizer, self.args.max_prompt_seq_len)
-        device = next(model.parameters()).device
+        device = dist.input_device(model)
         config = sampling_config(self.tokenizer, self.args.max_answer_seq_len, self.args.temperature, greedy,
                                  self.args.top_k, self.args.top_p)
         rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed,

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from utils import distributed as dist
 from utils.engine.ds_config import deepspeed_config, resolve_dtype
-from utils.engine.loop import build_engine, loaded_whole, on_gpu
+from utils.engine.loop import build_engine, loaded_with, on_gpu
 from utils.models.loading import load_reward_model
 from utils.models.lora import add_lora
 from utils.models.reward_model import RewardModel
@@ -34,7 +34,7 @@ def critic_engine(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, 
     """The critic: a copy of the reward model, valuing every token, trained by an engine of its own with the
     --critic_* settings."""
     settings = critic_settings(args)
-    with loaded_whole(zero3):  # its engine partitions it if its own stage is 3
+    with loaded_with(zero3):  # its engine partitions it if its own stage is 3
         model = add_lora(load_reward_model(args.reward_model_name_or_path, tokenizer, settings.dropout,
                                            settings.gradient_checkpointing, args.trust_remote_code), settings)
     config = deepspeed_config(settings, dist.world_size(), resolve_dtype(args.dtype, on_gpu()))

@@ -17,6 +17,7 @@ from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from utils import distributed as dist
 from utils.data.formatting import format_text
 from utils.data.sources import Row
 from utils.models.reward_model import score_texts
@@ -91,7 +92,7 @@ def zero3_generation(model: nn.Module, mode: str) -> tuple[object, nn.Module, bo
     layer at every token, and keeps every process stepping until all have finished (synced), so that none waits
     forever on a gather. Returns (context, the module to generate with, synced)."""
     module = getattr(model, "module", model)
-    if getattr(model, "zero_optimization_stage", lambda: 0)() != 3:
+    if not dist.gathers_layers(model):
         return nullcontext(), module, False
     if mode == "gather":
         return unwrap_model_for_generation(model), module, False
@@ -133,7 +134,7 @@ def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float) -> t
     """Each token's log-probability under `model` at `temperature`, given the tokens before it, and the entropy of
     each position's distribution: (rows, width - 1) each, aligned with the tokens from position 1 on, on the
     rollout's device (the model may sit elsewhere: an offloaded reference)."""
-    device = next(model.parameters()).device
+    device = dist.input_device(model)
     ids = rollout.input_ids.to(device)
     logits = model(input_ids=ids, attention_mask=rollout.attention_mask.to(device),
                    position_ids=rollout.position_ids.to(device)).logits[:, :-1].float() / temperature
