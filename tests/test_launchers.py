@@ -99,17 +99,20 @@ def test_every_launcher_prints_commands_its_entrypoints_accept(script, hostfile,
                                     "training_scripts/demo/run_tiny.sh"])
 def test_overrides_and_extra_flags_reach_every_training_command(script, opt_dir, pair_files, tmp_path):
     out = tmp_path / "run"
-    env = {"MODEL": str(opt_dir), "DATA": f"{pair_files[0]} synthetic", "OUTPUT": str(out), "ZERO_STAGE": "1",
-           "NUM_GPUS": "2", "MASTER_PORT": "29611"}
-    runs = training(dry_run(script, env, "--seed", "7"))
-    assert runs[0][1].model_name_or_path == str(opt_dir)
-    for prefix, args in runs:
+    env = {"MODEL": str(opt_dir), "REWARD_MODEL": "my-org/reward-base", "DATA": f"{pair_files[0]} synthetic",
+           "OUTPUT": str(out), "ZERO_STAGE": "1", "NUM_GPUS": "2", "MASTER_PORT": "29611"}
+    runs = [(prefix, name, args) for prefix, name, args in parsed_commands(dry_run(script, env, "--seed", "7"))
+            if name.endswith("main.py")]
+    assert runs[0][2].model_name_or_path == str(opt_dir)
+    for prefix, name, args in runs:
         assert prefix == ["deepspeed", "--master_port", "29611", "--num_gpus", "2"]
         assert args.data_path == [str(pair_files[0]), "synthetic"]
         assert Path(args.output_dir).is_relative_to(out)
         assert args.zero_stage == 1 and args.seed == 7
-    assert all(args.model_name_or_path == str(out / "step1_sft") for _, args in runs[1:]), \
-        "steps 2 and 3 start from the step-1 output"
+        if "step3" in name:
+            assert args.critic_zero_stage in (None, 1) and args.model_name_or_path == str(out / "step1_sft")
+    assert all(args.model_name_or_path in (str(out / "step1_sft"), env["REWARD_MODEL"]) for *_, args in runs[1:]), \
+        "steps 2 and 3 start from the step-1 output, or from REWARD_MODEL for a reward model"
 
 
 def test_hostfile_launch_command(hostfile, tmp_path):
@@ -229,10 +232,13 @@ def test_sbatch_derives_rendezvous_and_launches_one_task_per_gpu(tmp_path):
     banner, *commands = proc.stdout.splitlines()
     assert "rendezvous gpu07:24242" in banner
     assert (tmp_path / "scontrol.calls").read_text() == "show hostnames gpu[07-08]\n"
-    (prefix, args), = training([shlex.split(command) for command in commands])
-    assert prefix == ["env", "MASTER_ADDR=gpu07", "MASTER_PORT=24242", "srun", "--nodes", "2", "--ntasks-per-node",
-                      "4", "--kill-on-bad-exit=1", "bash", str(SCRIPTS / "slurm/task.sh"), "python3", "-u"]
-    assert args.seed == 3 and args.resume
+    runs = training([shlex.split(command) for command in commands])
+    assert len(runs) == 3, "steps 1, 2 and 3"
+    for prefix, args in runs:
+        assert prefix == ["env", "MASTER_ADDR=gpu07", "MASTER_PORT=24242", "srun", "--nodes", "2",
+                          "--ntasks-per-node", "4", "--kill-on-bad-exit=1", "bash", str(SCRIPTS / "slurm/task.sh"),
+                          "python3", "-u"]
+        assert args.seed == 3 and args.resume
 
 
 def test_slurm_task_variables_become_torch_distributed_ones():

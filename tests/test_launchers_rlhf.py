@@ -1,5 +1,8 @@
 """The step-3 launchers for real on CPU, in a file of their own so that the test workers share the launcher tests."""
-from test_launchers import _tiny_run_env, launch
+import sys
+
+from conftest import read_metrics
+from test_launchers import SBATCH, _fake_slurm_bin, _slurm_env, _tiny_run_env, launch
 
 
 def test_single_gpu_rlhf_launcher_runs_steps_1_to_3_for_real(opt_dir, pair_files, tmp_path):
@@ -14,3 +17,19 @@ def test_single_gpu_rlhf_launcher_runs_steps_1_to_3_for_real(opt_dir, pair_files
         assert (out / step / "eval_results.json").exists() and (out / step / "model.safetensors").exists()
     assert "PPO" in (out / "step3_rlhf" / "README.md").read_text()
     assert "step3_rlhf: reward" in proc.stdout and "step2_reward_model: accuracy" in proc.stdout
+
+
+def test_sbatch_runs_the_66b_recipe_in_two_srun_tasks(opt_dir, pair_files, tmp_path):
+    """run_66b.sh inside a SLURM job whose srun is faked as 2 local tasks, on tiny models: steps 1 and 2, then PPO
+    under ZeRO-3 with a LoRA actor generating while partitioned, its reference and reward model partitioned too."""
+    out = tmp_path / "run"
+    env = _slurm_env(_fake_slurm_bin(tmp_path, ["localhost"]), "localhost", 1, 2)
+    env |= _tiny_run_env(opt_dir, pair_files, out) | {"REWARD_MODEL": str(opt_dir), "PYTHON": sys.executable}
+    proc = launch(SBATCH, env, "training_scripts/opt/multi_node/run_66b.sh", "--data_split", "2,4,1", "--max_seq_len",
+                  "96", "--eval_iters", "1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    log = (out / "step3_rlhf" / "training.log").read_text()
+    assert "ZeRO-3: the reference and reward model are partitioned" in log and "srun" in log
+    train = [m for m in read_metrics(out / "step3_rlhf") if m["split"] == "train"]
+    assert len(train) == 5 and all("value_loss" in m for m in train), "33 prompts, 4 per process: PPO's 5 steps"
+    assert "step3_rlhf: reward" in proc.stdout

@@ -127,6 +127,30 @@ train() {
     --enable_tensorboard --tensorboard_path "$out/tensorboard" "$@"
 }
 
+# dschat_reward_model OUT_DIR MODEL FLAGS...: step 2 as DeepSpeed-Chat's OPT recipes run it on one node: a reward
+# model from MODEL (OPT-350m) on the --data_split 2,4,4 share of DATA.
+dschat_reward_model() {
+  local out=$1 model=$2
+  shift 2
+  train reward "$out" --model_name_or_path "$model" --data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 \
+    --num_padding_at_beginning 1 --per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 \
+    --learning_rate 5e-5 --weight_decay 0.1 --num_train_epochs 1 --dropout 0.0 --gradient_accumulation_steps 1 \
+    --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage "$ZERO_STAGE" --save_interval 500 "$@"
+}
+
+# dschat_ppo FLAGS...: step 3 as DeepSpeed-Chat's OPT recipes run it: PPO on the --data_split 2,4,4 share of DATA,
+# the actor from OUTPUT/step1_sft and the critic from OUTPUT/step2_reward_model, one answer of up to 256 tokens per
+# prompt of up to 256, 4 prompts per GPU, actor and critic both at ZERO_STAGE; FLAGS add each recipe's own.
+dschat_ppo() {
+  train rlhf "$OUTPUT/step3_rlhf" --algo ppo --actor_model_name_or_path "$OUTPUT/step1_sft" \
+    --critic_model_name_or_path "$OUTPUT/step2_reward_model" --data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 \
+    --num_padding_at_beginning 1 --num_generations 1 --per_device_generation_batch_size 4 \
+    --per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_prompt_seq_len 256 \
+    --max_answer_seq_len 256 --critic_learning_rate 5e-6 --num_train_epochs 1 --lr_scheduler_type cosine \
+    --gradient_accumulation_steps 1 --num_warmup_steps 100 --actor_dropout 0.0 --seed 1234 \
+    --actor_zero_stage "$ZERO_STAGE" --critic_zero_stage "$ZERO_STAGE" --save_interval 100 "$@"
+}
+
 # summarize: each step's eval figure before and after training, and OUTPUT/training_curves.png.
 summarize() {
   run "$OUTPUT/summary.log" "$PYTHON" -m utils.evaluation.run_summary "$OUTPUT"

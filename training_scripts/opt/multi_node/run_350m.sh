@@ -8,8 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../common.sh"
 : "${MODEL:=facebook/opt-350m}" "${DATA:=$DSCHAT_DATA}" "${OUTPUT:=output/opt-350m-reward}" "${ZERO_STAGE:=0}"
 prepare multi_node
 
-train reward "$OUTPUT" --model_name_or_path "$MODEL" --data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 \
-  --num_padding_at_beginning 1 --per_device_train_batch_size 4 --per_device_eval_batch_size 4 --max_seq_len 512 \
-  --learning_rate 5e-5 --weight_decay 0.1 --num_train_epochs 1 --dropout 0.0 --gradient_accumulation_steps 1 \
-  --lr_scheduler_type cosine --num_warmup_steps 0 --seed 1234 --zero_stage "$ZERO_STAGE" --save_interval 500 "$@"
+dschat_reward_model "$OUTPUT" "$MODEL" --per_device_train_batch_size 4 \
+  --per_device_eval_batch_size 4 "$@"
 summarize

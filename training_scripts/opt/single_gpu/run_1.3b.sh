@@ -11,21 +11,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../common.sh"
 : "${MODEL:=facebook/opt-1.3b}" "${REWARD_MODEL:=facebook/opt-350m}" "${DATA:=Dahoas/rm-static}"
 : "${OUTPUT:=output/opt-1.3b-rlhf}" "${ZERO_STAGE:=0}" "${NUM_GPUS:=1}"
 prepare
-SHARES=(--data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 --seed 1234 --lr_scheduler_type cosine)
 
-train sft "$OUTPUT/step1_sft" --model_name_or_path "$MODEL" "${SHARES[@]}" --per_device_train_batch_size 8 \
-  --per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 9.65e-6 --weight_decay 0.0 --num_train_epochs 1 \
-  --gradient_accumulation_steps 8 --num_warmup_steps 0 --zero_stage "$ZERO_STAGE" --lora_dim 128 \
-  --gradient_checkpointing --save_interval 500 "$@"
-train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$REWARD_MODEL" "${SHARES[@]}" \
-  --num_padding_at_beginning 1 --per_device_train_batch_size 16 --per_device_eval_batch_size 16 --max_seq_len 512 \
-  --learning_rate 5e-5 --weight_decay 0.1 --num_train_epochs 1 --dropout 0.0 --gradient_accumulation_steps 4 \
-  --num_warmup_steps 0 --zero_stage "$ZERO_STAGE" --save_interval 500 "$@"
-train rlhf "$OUTPUT/step3_rlhf" --algo ppo --actor_model_name_or_path "$OUTPUT/step1_sft" \
-  --critic_model_name_or_path "$OUTPUT/step2_reward_model" "${SHARES[@]}" --num_padding_at_beginning 1 \
-  --num_generations 1 --per_device_generation_batch_size 4 --per_device_training_batch_size 4 \
-  --generation_batches 1 --ppo_epochs 1 --max_prompt_seq_len 256 --max_answer_seq_len 256 \
-  --actor_learning_rate 9.65e-6 --critic_learning_rate 5e-6 --gradient_accumulation_steps 2 --num_warmup_steps 100 \
-  --actor_lora_dim 128 --actor_gradient_checkpointing --actor_dropout 0.0 --actor_zero_stage "$ZERO_STAGE" \
-  --critic_zero_stage "$ZERO_STAGE" --save_interval 100 "$@"
+train sft "$OUTPUT/step1_sft" --model_name_or_path "$MODEL" --data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 \
+  --per_device_train_batch_size 8 --per_device_eval_batch_size 8 --max_seq_len 512 --learning_rate 9.65e-6 \
+  --weight_decay 0.0 --num_train_epochs 1 --gradient_accumulation_steps 8 --lr_scheduler_type cosine \
+  --num_warmup_steps 0 --seed 1234 --zero_stage "$ZERO_STAGE" --lora_dim 128 --gradient_checkpointing \
+  --save_interval 500 "$@"
+dschat_reward_model "$OUTPUT/step2_reward_model" "$REWARD_MODEL" --per_device_train_batch_size 16 \
+  --per_device_eval_batch_size 16 --gradient_accumulation_steps 4 "$@"
+dschat_ppo --actor_learning_rate 9.65e-6 --gradient_accumulation_steps 2 --actor_lora_dim 128 \
+  --actor_gradient_checkpointing "$@"
 summarize
