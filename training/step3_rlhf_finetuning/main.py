@@ -12,6 +12,7 @@ from utils.data.synthetic import flawed_share
 from utils.engine.ds_config import frozen_config
 from utils.engine.loop import build_engine, frozen_model, loaded_with, optimizer_steps, train, train_loader
 from utils.engine.run import start_run
+from utils.engine.throughput import weights_gib
 from utils.errors import UserError, exit_on_error
 from utils.flags import step_parser
 from utils.models.dschat_convert import is_dschat_checkpoint
@@ -82,6 +83,9 @@ def main() -> None:
     kind, extra = PolicyObjective, {}
     if ppo:
         kind, extra = PPOObjective, {"critic": critic_engine(args, tokenizer, run.zero3, steps)}
+    held = {"actor": engine} | ({} if shared else {"reference": reference}) | {"reward model": reward_model} | extra
+    run.log.info("weights held by each process: "
+                 + ", ".join(f"{name} {weights_gib(one):.3f} GiB" for name, one in held.items()))
     objective = kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward_model,
                      reward_tokenizer=reward_tokenizer, normalization=normalization,
                      judge=flawed_share if args.judge == "synthetic" else None, warn=run.log.info, **extra)

@@ -1,4 +1,4 @@
-"""Tokens per second, padding, and model FLOPs utilization (MFU), logged with every optimizer step.
+"""Tokens per second, padding, model FLOPs utilization (MFU) and peak GPU memory, logged with every optimizer step.
 
 MFU is 6 * N * tokens/s over the peak of all devices: 6 FLOPs per parameter per token for the forward and backward
 passes (attention's own FLOPs left out, as usual), where N leaves out the embedding tables (lookups, not matmuls)
@@ -73,4 +73,18 @@ class Throughput:
         self.tokens = self.positions = 0
         self.since = now
         return {"tokens_per_s": per_s, "pad_fraction": 1 - tokens / max(positions, 1),
-                "mfu": self.flops_per_token * per_s / (self.peak * world_size)}
+                "mfu": self.flops_per_token * per_s / (self.peak * world_size)} | peak_memory()
+
+
+def peak_memory() -> dict[str, float]:
+    """The most GPU memory this process has held since it started, in GiB; nothing off the GPU."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def weights_gib(module: nn.Module) -> float:
+    """The weights this process holds for `module`, in GiB: under ZeRO-3, its own partition only."""
+    module = getattr(module, "module", module)
+    held = (getattr(p, "ds_tensor", p) for p in module.parameters())
+    return sum(t.numel() * t.element_size() for t in held) / 2**30

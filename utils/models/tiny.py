@@ -91,9 +91,15 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--reward", action="store_true",
+                        help="Save a reward model (a random score head on the random backbone) for step 3's benchmarks")
     args = parser.parse_args()
     path = build_tiny_model(args.out_dir, args.family, args.hidden, args.layers, args.heads)
-    print(f"tiny {args.family} model written to {path}")
+    if args.reward:
+        from transformers import AutoModelForSequenceClassification
+
+        AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(path)
+    print(f"tiny {args.family} {'reward' if args.reward else 'causal LM'} model written to {path}")
 
 
 if __name__ == "__main__":
