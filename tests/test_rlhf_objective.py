@@ -13,7 +13,7 @@ from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
 from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
-from utils.objectives.ppo import PPOObjective
+from utils.objectives.ppo import PPOObjective, critic_values
 from utils.objectives.rollout import actions, encode_prompts, sample, sampling_config, token_log_probs
 
 
@@ -138,6 +138,22 @@ def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_noth
     assert not experience.advantages.any()  # no reward, no KL, and a critic that values everything at 0
     _, stats = ppo.actor_loss(actor, experience)
     assert stats["ratio_max"] == 1.0 and stats["clip_fraction"] == 0.0
+
+
+def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
+    """Old log-probs and values come from the models as they sampled, without dropout, whatever the dropout the
+    updates train with; both models return to training mode (planted: drop dropout_off and they differ)."""
+    tokenizer = load_tokenizer(str(opt_dir), "end", append_eos=False)
+    actor = load_causal_lm(str(opt_dir), tokenizer, 0.5, False).train()
+    critic = RewardModel(AutoModelForSequenceClassification.from_pretrained(reward_dir, dropout=0.5)).train()
+    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", PPOObjective, critic=critic)
+    rollout, rollout_stats = ppo._rollout(actor, ppo.prompts, 2, seed=3)
+    experience = ppo.experience(actor, rollout, rollout_stats.pop("_scores"), rollout_stats)
+    assert actor.training and critic.training
+    actor.eval(), critic.eval()
+    with torch.no_grad():
+        assert torch.equal(experience.old_log_probs, token_log_probs(actor, rollout, ppo.temperature)[0])
+        assert torch.equal(experience.old_values, critic_values(critic, rollout) * actions(rollout))
 
 
 def test_the_actor_without_its_adapters_is_the_reference(opt_dir):

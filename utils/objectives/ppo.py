@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -38,7 +39,9 @@ def critic_engine(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, 
         model = add_lora(load_reward_model(args.reward_model_name_or_path, tokenizer, settings.dropout,
                                            settings.gradient_checkpointing, args.trust_remote_code), settings)
     config = deepspeed_config(settings, dist.world_size(), resolve_dtype(args.dtype, on_gpu()))
-    return build_engine(RewardModel(model), settings, config, steps)
+    engine = build_engine(RewardModel(model), settings, config, steps)
+    engine.train()  # from_pretrained leaves the model in eval mode; its dropout (--critic_dropout) acts in its updates
+    return engine
 
 
 @dataclass
@@ -51,6 +54,19 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor
     stats: dict[str, float]
+
+
+@contextmanager
+def dropout_off(*models: nn.Module) -> Iterator[None]:
+    """The models in eval mode for a while, then each back in the mode it was in."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
 
 
 def critic_values(critic: nn.Module, rollout: Rollout) -> torch.Tensor:
@@ -115,9 +131,10 @@ class PPOObjective(PolicyObjective):
         their advantages and returns."""
         started = time.perf_counter()
         mask = actions(rollout)
-        old_log_probs, entropy = token_log_probs(model, rollout, self.temperature)
+        with dropout_off(model, self.critic):  # as the answers were sampled; the updates train with it
+            old_log_probs, entropy = token_log_probs(model, rollout, self.temperature)
+            values = critic_values(self.critic, rollout) * mask
         ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature)
-        values = critic_values(self.critic, rollout) * mask
         clipped = self.clipped(scores)
         rewards = token_rewards(clipped, old_log_probs, ref_log_probs, mask, self.args.kl_ctl)
         advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
