@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Step 3 only: RLOO on Llama-3-8B-Instruct against an RLHFlow-style Bradley-Terry reward model (FsfairX-LLaMA3-RM,
-# which step 2's run_llama3_8b.sh reproduces). One node of 8 GPUs with 80 GB each; about 45 GB per GPU is an
-# estimate, not measured here: the actor in bf16 under ZeRO-3 with Adam, its reference and the reward model whole on
-# each GPU, and the key/value cache of 4 x 4 answers of up to 1,024 tokens. The actor's weights are gathered once per
-# rollout to generate (--zero3_generation gather; partitioned if they do not fit). K = 4 answers per prompt at
-# temperature 1, lr 5e-7, kl_ctl 0.05, written with the tokenizer's chat template. For LoRA instead, add
+# which step 2's run_llama3_8b.sh reproduces). One node of 8 GPUs with 80 GB each; about 40 GB per GPU is an
+# estimate, not measured here: the actor in bf16 under ZeRO-3 with Adam, its reference and the reward model
+# partitioned as it is, and the key/value cache of 4 x 4 answers of up to 1,024 tokens. The actor's weights are
+# gathered once per rollout to generate (--zero3_generation gather; partitioned if they do not fit). K = 4 answers at
+# temperature 1 per prompt, lr 5e-7, kl_ctl 0.05, written with the tokenizer's chat template. For LoRA instead, add
 # --actor_lora_dim 16 --only_optimize_lora --actor_lora_learning_rate 1e-5: the reference is then the actor with its
 # adapters off, with no second copy.
 #   bash training_scripts/llama/single_node/run_llama3_8b_rloo.sh [extra flags]
