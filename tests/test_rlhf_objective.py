@@ -140,6 +140,28 @@ def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_noth
     assert stats["ratio_max"] == 1.0 and stats["clip_fraction"] == 0.0
 
 
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_each_prompt_is_computed_once_for_its_k_samples_and_answers_do_not_change(family, opt_dir, llama_dir):
+    """The prompts' keys and values come from one pass over B prompts, then the K samples continue from them: greedy
+    and seeded sampled answers are those of the plain path, which computes every prompt K times (planted: ignore
+    prefill_once, and the first forward sees B*K full prompts)."""
+    model_dir = str(opt_dir if family == "opt" else llama_dir)
+    tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
+    model = load_causal_lm(model_dir, tokenizer, 0.0, False).eval()
+    ids, mask, _ = encode_prompts([r["prompt"] for r in generate_pairs(3, seed=4)], tokenizer, 64)
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+    for greedy in (True, False):
+        config = sampling_config(tokenizer, 10, 1.0, greedy)
+        plain = sample(model, tokenizer, ids, mask, 4, config, seed=5, prefill_once=False)
+        shapes.clear()
+        once = sample(model, tokenizer, ids, mask, 4, config, seed=5)
+        assert shapes[:2] == [(3, ids.size(1) - 1), (12, 1)]
+        assert torch.equal(once.input_ids, plain.input_ids) and once.answers == plain.answers
+    hook.remove()
+
+
 def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
     """Old log-probs and values come from the models as they sampled, without dropout, whatever the dropout the
     updates train with; both models return to training mode (planted: drop dropout_off and they differ)."""

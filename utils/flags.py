@@ -253,6 +253,9 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                               "locally, or keep them partitioned, gathered layer by layer at every token (for actors "
                               "too large to gather), every process stepping until all are done. Default: "
                               "%(default)s")
+    rollout.add_argument("--no_shared_prompt", action="store_true",
+                         help="Compute each prompt once per sample. Default: once for its K samples, whose "
+                              "generation continues from its keys and values (the same answers, fewer FLOPs).")
     rollout.add_argument("--top_k", type=int, default=0, help="RAFT only: sample from the k likeliest tokens.")
     rollout.add_argument("--top_p", type=float, default=1.0, help="RAFT only: nucleus sampling.")
 

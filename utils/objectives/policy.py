@@ -120,7 +120,7 @@ class PolicyObjective:
         config = sampling_config(self.tokenizer, self.args.max_answer_seq_len, self.args.temperature, greedy,
                                  self.args.top_k, self.args.top_p)
         rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed,
-                         self.args.zero3_generation)
+                         self.args.zero3_generation, prefill_once=not self.args.no_shared_prompt)
         generated = time.perf_counter()
         scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template)
         timing = {"generate_s": generated - started, "score_s": time.perf_counter() - generated,

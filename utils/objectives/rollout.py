@@ -99,19 +99,35 @@ def zero3_generation(model: nn.Module, mode: str) -> tuple[object, nn.Module, bo
     return nullcontext(), module, True
 
 
+def prefilled_prompts(module: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int
+                      ) -> dict[str, object]:
+    """The keys and values of each prompt but its last token, computed once and repeated for its K samples, as
+    generate's past_key_values: generate then computes only the last prompt token K times. Positions are those
+    generate gives a left-padded prompt."""
+    positions = (prompt_mask.cumsum(dim=1) - 1).masked_fill(prompt_mask == 0, 1)
+    cache = module(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
+                   position_ids=positions[:, :-1], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(k)
+    return {"past_key_values": cache}
+
+
 @torch.no_grad()
 def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: torch.Tensor,
-           prompt_mask: torch.Tensor, k: int, config: GenerationConfig, seed: int, zero3: str = "gather") -> Rollout:
+           prompt_mask: torch.Tensor, k: int, config: GenerationConfig, seed: int, zero3: str = "gather",
+           prefill_once: bool = True) -> Rollout:
     """K answers per prompt, seeded without touching the global random state (dropout masks, the data order); `model`
-    may be a DeepSpeed engine, which ZeRO-3 generation needs (--zero3_generation)."""
+    may be a DeepSpeed engine, which ZeRO-3 generation needs (--zero3_generation). With `prefill_once`, each prompt
+    is computed once for its K samples, not K times."""
     was_training = model.training
     model.eval()
     weights, module, synced = zero3_generation(model, zero3)
     with torch.random.fork_rng(devices=[]), weights:
         torch.manual_seed(seed)
+        once = prefill_once and k > 1 and prompt_ids.size(1) > 1
+        shared = prefilled_prompts(module, prompt_ids, prompt_mask, k) if once else {}
         out = module.generate(input_ids=prompt_ids.repeat_interleave(k, dim=0),
                              attention_mask=prompt_mask.repeat_interleave(k, dim=0), generation_config=config,
-                             synced_gpus=synced)
+                             synced_gpus=synced, **shared)
     model.train(was_training)
     width = prompt_ids.size(1)
     answer = out[:, width:]
