@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-smollm2 test bench clean
+.PHONY: demo demo-smollm2 test bench bench-rollout clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed  # about 6 minutes on 2 idle cores; trl is an optional extra, installed here only
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/reward_bench.py --out benchmarks/results/latest.json
+
+bench-rollout: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's shared-prompt paths against the plain ones
+	$(PY) benchmarks/rollout_bench.py --out benchmarks/results/rollout_latest.json
 
 clean:
 	rm -rf $(VENV) demo_output demo_output_smollm2

@@ -162,6 +162,32 @@ def test_each_prompt_is_computed_once_for_its_k_samples_and_answers_do_not_chang
     hook.remove()
 
 
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_one_row_per_prompt_gives_the_per_sample_log_probs_and_gradients(family, opt_dir, llama_dir):
+    """[prompt, answer_1, ..., answer_K] in one row, with each answer seeing the prompt and itself: log-probs,
+    entropies and the gradients of a loss on them equal the K-row computation to 1e-5, with answers of unequal
+    lengths and left-padded prompts of unequal lengths (planted: let answer 2 see answer 1, and they differ)."""
+    model_dir = str(opt_dir if family == "opt" else llama_dir)
+    tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
+    model = load_causal_lm(model_dir, tokenizer, 0.0, False).eval()
+    ids, mask, _ = encode_prompts([" Human: What is 3 plus 4? Assistant:", " Human: Hi? Assistant:"], tokenizer, 64)
+    rollout = sample(model, tokenizer, ids, mask, 4, sampling_config(tokenizer, 12, 1.0), seed=2)
+    for row, length in enumerate([12, 3, 7, 1, 5, 12, 2, 9]):  # as if these answers had ended with the EOS
+        end = rollout.prompt_width + length
+        rollout.input_ids[row, end - 1], rollout.input_ids[row, end:] = tokenizer.eos_token_id, tokenizer.pad_token_id
+        rollout.attention_mask[row, end:] = rollout.answer_mask[row, end:] = 0
+    answer = actions(rollout)
+    results = []
+    for k in (1, 4):
+        model.zero_grad()
+        taken, entropy = token_log_probs(model, rollout, 0.7, k)
+        ((taken * answer).sum() + (entropy * answer).sum()).backward()
+        results.append((taken * answer, entropy * answer, [p.grad.clone() for p in model.parameters()]))
+    (taken, entropy, grads), (shared_taken, shared_entropy, shared_grads) = results
+    assert torch.allclose(shared_taken, taken, atol=1e-5) and torch.allclose(shared_entropy, entropy, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, grads))
+
+
 def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
     """Old log-probs and values come from the models as they sampled, without dropout, whatever the dropout the
     updates train with; both models return to training mode (planted: drop dropout_off and they differ)."""
@@ -174,7 +200,7 @@ def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
     assert actor.training and critic.training
     actor.eval(), critic.eval()
     with torch.no_grad():
-        assert torch.equal(experience.old_log_probs, token_log_probs(actor, rollout, ppo.temperature)[0])
+        assert torch.equal(experience.old_log_probs, token_log_probs(actor, rollout, ppo.temperature, ppo.row_k)[0])
         assert torch.equal(experience.old_values, critic_values(critic, rollout) * actions(rollout))
 
 

@@ -1,10 +1,11 @@
-"""Chosen and rejected in one row that computes their shared prompt once.
+"""Several sequences that start alike in one row that computes their shared prefix once.
 
-A pair becomes `[shared prefix, rest of chosen, rest of rejected]`. The mask lets each part see the prefix and
-itself only (causally), and the rejected part's positions continue from the prefix, so every token sees exactly
-what it would see in its own sequence: the scores, the loss and the gradients equal the two-sequence computation.
-The prefix is the longest common token prefix of the two sequences, so it is exact whatever the tokenizer did at
-the prompt/answer border; it always leaves each answer at least its last (scored) token.
+Sequences `prefix + rest_i` become the row `[prefix, rest_1, ..., rest_K]`. The mask lets each rest see the prefix
+and itself only (causally), and each rest's positions continue from the prefix, so every token sees exactly what it
+would see in its own sequence: the logits, the loss and the gradients equal the K-sequence computation. Step 2 puts
+a pair's chosen and rejected answers in one row, with the longest common token prefix of the two sequences as the
+prefix, so it is exact whatever the tokenizer did at the prompt/answer border, and each answer keeps at least its
+last (scored) token. Step 3 puts a prompt's K sampled answers in one row.
 """
 from __future__ import annotations
 
@@ -26,6 +27,29 @@ def pair_row_length(pair: dict[str, list[int]]) -> int:
     return len(pair["chosen"]) + len(pair["rejected"]) - shared_length(pair["chosen"], pair["rejected"])
 
 
+def shared_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prefix, rests) rows as `[prefix, rest_1, ..., rest_K]`, right-padded to the longest: input ids and position
+    ids (rows, width), and a (rows, 1, width, width) boolean mask (True: may attend)."""
+    width = max(len(prefix) + sum(map(len, rests)) for prefix, rests in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1, 1)  # a pad sees itself: no empty softmax row
+    for row, (prefix, rests) in enumerate(rows):
+        n = start = len(prefix)
+        input_ids[row, :n] = torch.tensor(prefix, dtype=torch.long)
+        position_ids[row, :n] = torch.arange(n)
+        mask[row, 0, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        for rest in rests:
+            end = start + len(rest)
+            input_ids[row, start:end] = torch.tensor(rest, dtype=torch.long)
+            position_ids[row, start:end] = torch.arange(n, n + len(rest))
+            mask[row, 0, start:end, :n] = True
+            mask[row, 0, start:end, start:end] = torch.ones(len(rest), len(rest), dtype=torch.bool).tril()
+            start = end
+    return input_ids, position_ids, mask
+
+
 def collate_shared_prompt(pairs: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """One row per pair, right-padded to the longest row, with a (pairs, 1, width, width) boolean mask (True: may
     attend), position ids, and `score_index`: each row's chosen and rejected scored tokens, (pairs, 2).
@@ -33,21 +57,17 @@ def collate_shared_prompt(pairs: list[dict[str, list[int]]], pad_id: int) -> dic
     The scored tokens come from the one score rule, `score_positions` with `end`, applied to the tokens of each
     answer's own sequence within the row."""
     shared = [shared_length(p["chosen"], p["rejected"]) for p in pairs]
-    used = [len(p["chosen"]) + len(p["rejected"]) - n for p, n in zip(pairs, shared)]
-    width = max(used)
-    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-    mask = torch.eye(width, dtype=torch.bool).repeat(len(pairs), 1, 1, 1)  # a pad sees itself: no empty softmax row
+    input_ids, position_ids, mask = shared_rows(
+        [(p["chosen"][:n], [p["chosen"][n:], p["rejected"][n:]]) for p, n in zip(pairs, shared)], pad_id)
+    width = input_ids.size(1)
     sequences = torch.zeros((len(pairs), 2, width), dtype=torch.long)  # which row tokens make up each answer's sequence
-    for row, (pair, n, end) in enumerate(zip(pairs, shared, used)):
-        chosen, rejected = pair["chosen"], pair["rejected"]
-        input_ids[row, :end] = torch.tensor(chosen + rejected[n:])
-        position_ids[row, :end] = torch.cat([torch.arange(len(chosen)), torch.arange(n, len(rejected))])
-        mask[row, 0, :end, :end] = torch.ones(end, end, dtype=torch.bool).tril()
-        mask[row, 0, len(chosen):end, n:len(chosen)] = False  # the rejected answer never sees the chosen one
-        sequences[row, 0, :len(chosen)] = 1
+    used = []
+    for row, (pair, n) in enumerate(zip(pairs, shared)):
+        chosen, end = len(pair["chosen"]), len(pair["chosen"]) + len(pair["rejected"]) - n
+        sequences[row, 0, :chosen] = 1
         sequences[row, 1, :n] = 1
-        sequences[row, 1, len(chosen):end] = 1
+        sequences[row, 1, chosen:end] = 1
+        used.append(end)
     score_index = score_positions(input_ids.repeat_interleave(2, dim=0), sequences.view(-1, width), "end", pad_id,
                                   num_padding_at_beginning=0).view(len(pairs), 2)
     return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,

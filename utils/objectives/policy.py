@@ -146,6 +146,12 @@ class PolicyObjective:
         as step 1 does."""
         return 1.0 if self.args.algo == "raft" else self.args.temperature
 
+    @property
+    def row_k(self) -> int:
+        """Answers per row in the actor's and the reference's passes: a prompt's K, computed once, or 1
+        (--no_shared_prompt)."""
+        return 1 if self.args.no_shared_prompt else self.args.num_generations
+
     def clipped(self, scores: torch.Tensor) -> torch.Tensor:
         """The scores as the objective sees them: normalized (--reward_normalization), then clipped to
         ±--clip_reward_value."""
@@ -160,9 +166,9 @@ class PolicyObjective:
         started = time.perf_counter()
         mask = actions(rollout)
         with torch.no_grad():
-            ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature)
+            ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature, self.row_k)
         referenced = time.perf_counter()
-        log_probs, entropy = token_log_probs(model, rollout, self.temperature)
+        log_probs, entropy = token_log_probs(model, rollout, self.temperature, self.row_k)
         kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
         rewards = self.clipped(scores)
         tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)

@@ -132,9 +132,9 @@ class PPOObjective(PolicyObjective):
         started = time.perf_counter()
         mask = actions(rollout)
         with dropout_off(model, self.critic):  # as the answers were sampled; the updates train with it
-            old_log_probs, entropy = token_log_probs(model, rollout, self.temperature)
+            old_log_probs, entropy = token_log_probs(model, rollout, self.temperature, self.row_k)
             values = critic_values(self.critic, rollout) * mask
-        ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature)
+        ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature, self.row_k)
         clipped = self.clipped(scores)
         rewards = token_rewards(clipped, old_log_probs, ref_log_probs, mask, self.args.kl_ctl)
         advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
@@ -156,7 +156,7 @@ class PPOObjective(PolicyObjective):
 
     def actor_loss(self, model: nn.Module, exp: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         mask = actions(exp.rollout)
-        log_probs, _ = token_log_probs(model, exp.rollout, self.temperature)
+        log_probs, _ = token_log_probs(model, exp.rollout, self.temperature, self.row_k)
         loss, clipped, ratio = clipped_policy_loss(log_probs, exp.old_log_probs, exp.advantages, mask,
                                                    self.args.cliprange)
         tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)

@@ -20,7 +20,9 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from utils import distributed as dist
 from utils.data.formatting import format_text
 from utils.data.sources import Row
+from utils.models.loading import additive_mask
 from utils.models.reward_model import score_texts
+from utils.models.shared_prompt import shared_rows
 
 
 @dataclass
@@ -146,18 +148,55 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_id
                    truncated=~has_eos, empty=has_eos & (first_eos == 0), answers=answers)
 
 
-def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float, k: int = 1
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each token's log-probability under `model` at `temperature`, given the tokens before it, and the entropy of
     each position's distribution: (rows, width - 1) each, aligned with the tokens from position 1 on, on the
-    rollout's device (the model may sit elsewhere: an offloaded reference)."""
+    rollout's device (the model may sit elsewhere: an offloaded reference). With k > 1, each prompt's K answers go
+    in one row that computes the prompt once (the answers' values are the same; the prompt's are 0)."""
+    if k > 1:
+        return _shared_token_log_probs(model, rollout, temperature, k)
     device = dist.input_device(model)
     ids = rollout.input_ids.to(device)
     logits = model(input_ids=ids, attention_mask=rollout.attention_mask.to(device),
                    position_ids=rollout.position_ids.to(device)).logits[:, :-1].float() / temperature
+    return _taken_and_entropy(logits, ids[:, 1:], rollout.input_ids.device)
+
+
+def _taken_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, device: torch.device
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     log_probs = F.log_softmax(logits, dim=-1)
-    taken = log_probs.gather(2, ids[:, 1:, None]).squeeze(2)
+    taken = log_probs.gather(2, tokens[..., None]).squeeze(2)
     entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-    return taken.to(rollout.input_ids.device), entropy.to(rollout.input_ids.device)
+    return taken.to(device), entropy.to(device)
+
+
+def _shared_token_log_probs(model: nn.Module, rollout: Rollout, temperature: float, k: int
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """token_log_probs from rows `[prompt, answer_1, ..., answer_K]`: answer i's first token is predicted at the
+    prompt's last token, and each later one at the answer token before it."""
+    width, rows = rollout.prompt_width, rollout.input_ids.size(0)
+    prompt_mask, answer_mask = rollout.attention_mask[:, :width].bool(), rollout.answer_mask[:, width:].bool()
+    answers = rollout.input_ids[:, width:]
+    packed, sources = [], torch.zeros_like(answers)
+    for first in range(0, rows, k):
+        prompt = rollout.input_ids[first, :width][prompt_mask[first]].tolist()
+        rests = [answers[first + i][answer_mask[first + i]].tolist() for i in range(k)]
+        start = len(prompt)
+        for i, rest in enumerate(rests):
+            sources[first + i, :len(rest)] = torch.arange(start - 1, start + len(rest) - 1)
+            sources[first + i, 0] = len(prompt) - 1
+            start += len(rest)
+        packed.append((prompt, rests))
+    device = dist.input_device(model)
+    ids, positions, mask = (t.to(device) for t in shared_rows(packed, pad_id=0))
+    logits = model(input_ids=ids, attention_mask=additive_mask(mask, next(model.parameters()).dtype),
+                   position_ids=positions).logits
+    by_answer = logits[torch.arange(rows, device=device)[:, None] // k, sources.to(device)].float() / temperature
+    taken, entropy = _taken_and_entropy(by_answer, answers.to(device), rollout.input_ids.device)
+    out = torch.zeros(rows, rollout.input_ids.size(1) - 1, dtype=taken.dtype, device=taken.device)
+    return (out.index_copy(1, torch.arange(width - 1, out.size(1), device=out.device), taken * answer_mask),
+            out.index_copy(1, torch.arange(width - 1, out.size(1), device=out.device), entropy * answer_mask))
 
 
 def actions(rollout: Rollout) -> torch.Tensor:
