@@ -143,7 +143,7 @@ LETTER_E = """
     import torch
     import utils.objectives.policy as policy
 
-    def rule(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32):
+    def rule(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32, shared=True):
         return torch.tensor([float(answer.count("e")) for answer in rollout.answers])
 
     policy.reward_scores = rule

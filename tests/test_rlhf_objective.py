@@ -4,8 +4,9 @@ forward against generate's own; and the state at initialisation (KL 0, ratio 1, 
 reward)."""
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from utils.data.formatting import format_text
 from utils.data.synthetic import generate_pairs
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
@@ -14,7 +15,14 @@ from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
 from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
 from utils.objectives.ppo import PPOObjective, critic_values
-from utils.objectives.rollout import actions, encode_prompts, sample, sampling_config, token_log_probs
+from utils.objectives.rollout import (
+    actions,
+    encode_prompts,
+    sample,
+    sampling_config,
+    shared_scores,
+    token_log_probs,
+)
 
 
 def test_rloo_advantage_is_each_reward_minus_the_others_mean():
@@ -186,6 +194,26 @@ def test_one_row_per_prompt_gives_the_per_sample_log_probs_and_gradients(family,
     (taken, entropy, grads), (shared_taken, shared_entropy, shared_grads) = results
     assert torch.allclose(shared_taken, taken, atol=1e-5) and torch.allclose(shared_entropy, entropy, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, grads))
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_a_prompts_k_answers_scored_in_one_row_score_as_pipeline_does(family, opt_dir, llama_dir, tmp_path):
+    """The reward model reads each answer's score at its own last token of the shared row: equal to pipeline() on
+    each text to 1e-5, with an empty answer and answers of unequal lengths (planted: read one token early)."""
+    tokenizer = AutoTokenizer.from_pretrained(opt_dir if family == "opt" else llama_dir)
+    tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    model = AutoModelForSequenceClassification.from_pretrained(opt_dir if family == "opt" else llama_dir,
+                                                               num_labels=1)
+    model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(tmp_path), tokenizer.save_pretrained(tmp_path)
+    prompts = [r["prompt"] for r in generate_pairs(2, seed=6)]
+    answers = ["Sure, here it is.", "", "No.", "Let me think about that for a moment, then answer.",
+               "Yes", "Fine, thanks for asking.", "It depends.", "I would rather not say anything about it."]
+    texts = [format_text(prompts[i // 4], answer, "dschat", tokenizer) for i, answer in enumerate(answers)]
+    shared = shared_scores(model.eval(), tokenizer, texts, 4, batch_size=4)
+    scorer = pipeline("text-classification", model=str(tmp_path), function_to_apply="none")
+    assert torch.allclose(shared, torch.tensor([out["score"] for out in scorer(texts)]), atol=1e-5)
 
 
 def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):

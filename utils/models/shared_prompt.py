@@ -14,10 +14,11 @@ import torch
 from utils.models.reward_model import score_positions
 
 
-def shared_length(chosen: list[int], rejected: list[int]) -> int:
-    limit = min(len(chosen), len(rejected)) - 1
+def shared_length(*sequences: list[int]) -> int:
+    """The longest common prefix of the sequences that leaves each at least its last token."""
+    limit = min(map(len, sequences)) - 1
     n = 0
-    while n < limit and chosen[n] == rejected[n]:
+    while n < limit and all(seq[n] == sequences[0][n] for seq in sequences):
         n += 1
     return n
 

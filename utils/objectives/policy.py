@@ -122,7 +122,8 @@ class PolicyObjective:
         rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed,
                          self.args.zero3_generation, prefill_once=not self.args.no_shared_prompt)
         generated = time.perf_counter()
-        scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template)
+        scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template,
+                               shared=not self.args.no_shared_prompt)
         timing = {"generate_s": generated - started, "score_s": time.perf_counter() - generated,
                   "generated_tokens_per_s": float(rollout.lengths.sum()) / max(generated - started, 1e-9)}
         return rollout, timing | {"_scores": scores}

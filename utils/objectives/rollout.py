@@ -21,8 +21,10 @@ from utils import distributed as dist
 from utils.data.formatting import format_text
 from utils.data.sources import Row
 from utils.models.loading import additive_mask
-from utils.models.reward_model import score_texts
-from utils.models.shared_prompt import shared_rows
+from utils.models.reward_model import RewardModel, score_texts
+from utils.models.shared_prompt import shared_length, shared_rows
+
+SHARED_SCORING = {"opt", "llama"}  # causal reward models whose shared rows are tested against pipeline()
 
 
 @dataclass
@@ -205,9 +207,43 @@ def actions(rollout: Rollout) -> torch.Tensor:
 
 
 def reward_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, prompts: list[Row],
-                  rollout: Rollout, k: int, template: str, batch_size: int = 32) -> torch.Tensor:
+                  rollout: Rollout, k: int, template: str, batch_size: int = 32, shared: bool = True) -> torch.Tensor:
     """(rows,) scores of prompt + answer, each exactly as pipeline() scores that text: the answer's text is written
-    with the reward model's template and encoded by its own tokenizer, which appends what its training appended."""
+    with the reward model's template and encoded by its own tokenizer, which appends what its training appended.
+    With `shared`, each prompt's K texts are scored in one row that computes their common start once."""
     texts = [format_text(prompts[i // k]["prompt"], answer, template, reward_tokenizer)
              for i, answer in enumerate(rollout.answers)]
-    return torch.tensor(score_texts(reward_model, reward_tokenizer, texts, batch_size)[0])
+    scores = shared_scores(reward_model, reward_tokenizer, texts, k, batch_size) if shared and k > 1 else None
+    return scores if scores is not None else torch.tensor(score_texts(reward_model, reward_tokenizer, texts,
+                                                                      batch_size)[0])
+
+
+def shared_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, texts: list[str], k: int,
+                  batch_size: int) -> torch.Tensor | None:
+    """Each text's score from rows `[common start, rest_1, ..., rest_K]` over each group of K texts, read at each
+    text's last token, which is where pipeline() reads it. None where that is not exact or not tested: a family
+    outside SHARED_SCORING (a bidirectional encoder cannot share a prefix), a model under ZeRO-3 (every process must
+    make the same calls), or a text holding the pad id (pipeline() would read before it)."""
+    if dist.gathers_layers(reward_model) or reward_model.config.model_type not in SHARED_SCORING:
+        return None
+    pad = reward_model.config.pad_token_id
+    encoded = reward_tokenizer(texts)["input_ids"]
+    if pad is None or any(pad in ids for ids in encoded):
+        return None
+    rows, ends = [], []
+    for first in range(0, len(encoded), k):
+        group = encoded[first:first + k]
+        n = shared_length(*group)
+        rows.append((group[0][:n], [ids[n:] for ids in group]))
+        end = n
+        for ids in group:  # each text's last token: after the common start and the rests before its own
+            end += len(ids) - n
+            ends.append(end - 1)
+    scorer, device, per_batch = RewardModel(reward_model), dist.input_device(reward_model), max(1, batch_size // k)
+    scores = []
+    with torch.no_grad():
+        for first in range(0, len(rows), per_batch):
+            ids, positions, mask = (t.to(device) for t in shared_rows(rows[first:first + per_batch], pad))
+            index = torch.tensor(ends[first * k:(first + per_batch) * k], device=device).view(-1, k)
+            scores.append(scorer(ids, mask, positions).float().gather(1, index).flatten().cpu())
+    return torch.cat(scores)
