@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from utils.data.formatting import format_text
 from utils.data.synthetic import generate_pairs
 from utils.flags import step_parser
-from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
@@ -173,7 +173,7 @@ def test_each_prompt_is_computed_once_for_its_k_samples_and_answers_do_not_chang
 @pytest.mark.parametrize("family", ["opt", "llama"])
 def test_one_row_per_prompt_gives_the_per_sample_log_probs_and_gradients(family, opt_dir, llama_dir):
     """[prompt, answer_1, ..., answer_K] in one row, with each answer seeing the prompt and itself: log-probs,
-    entropies and the gradients of a loss on them equal the K-row computation to 1e-5, with answers of unequal
+    entropies, the critic's values and the gradients of losses on them equal the K-row computation to 1e-5, with answers of unequal
     lengths and left-padded prompts of unequal lengths (planted: let answer 2 see answer 1, and they differ)."""
     model_dir = str(opt_dir if family == "opt" else llama_dir)
     tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
@@ -193,6 +193,16 @@ def test_one_row_per_prompt_gives_the_per_sample_log_probs_and_gradients(family,
         results.append((taken * answer, entropy * answer, [p.grad.clone() for p in model.parameters()]))
     (taken, entropy, grads), (shared_taken, shared_entropy, shared_grads) = results
     assert torch.allclose(shared_taken, taken, atol=1e-5) and torch.allclose(shared_entropy, entropy, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, grads))
+    critic = RewardModel(load_reward_model(model_dir, tokenizer, 0.0, False))  # PPO's critic
+    values = []
+    for k in (1, 4):
+        critic.zero_grad()
+        value = critic_values(critic, rollout, k) * answer
+        value.pow(2).sum().backward()
+        values.append((value, [p.grad.clone() for p in critic.parameters()]))
+    (value, grads), (shared_value, shared_grads) = values
+    assert torch.allclose(shared_value, value, atol=1e-5) and value.abs().sum() > 0
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, grads))
 
 

@@ -27,7 +27,7 @@ from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, token_rewards
 from utils.objectives.policy import PolicyObjective, rollout_stats
 from utils.objectives.policy_checks import critic_settings
-from utils.objectives.rollout import Rollout, actions, token_log_probs
+from utils.objectives.rollout import Rollout, SharedRows, actions, token_log_probs
 
 
 def critic_engine(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
@@ -69,9 +69,14 @@ def dropout_off(*models: nn.Module) -> Iterator[None]:
             model.train(mode)
 
 
-def critic_values(critic: nn.Module, rollout: Rollout) -> torch.Tensor:
-    """(rows, width - 1): the value of the state before each token from position 1 on, aligned with the log-probs."""
-    return critic(rollout.input_ids, rollout.attention_mask, rollout.position_ids)[:, :-1].float()
+def critic_values(critic: nn.Module, rollout: Rollout, k: int = 1) -> torch.Tensor:
+    """(rows, width - 1): the value of the state before each token from position 1 on, aligned with the log-probs;
+    with k > 1 from one row per prompt (the answers' values are the same; the prompt's are 0)."""
+    if k == 1:
+        return critic(rollout.input_ids, rollout.attention_mask, rollout.position_ids)[:, :-1].float()
+    rows = SharedRows.of(rollout, k)
+    ids, positions, mask = (t.to(rollout.input_ids.device) for t in rows.tensors)
+    return rows.spread(rows.by_answer(critic(ids, mask, positions)).float(), rollout)
 
 
 def whiten(experience: list[Experience]) -> None:
@@ -133,7 +138,7 @@ class PPOObjective(PolicyObjective):
         mask = actions(rollout)
         with dropout_off(model, self.critic):  # as the answers were sampled; the updates train with it
             old_log_probs, entropy = token_log_probs(model, rollout, self.temperature, self.row_k)
-            values = critic_values(self.critic, rollout) * mask
+            values = critic_values(self.critic, rollout, self.row_k) * mask
         ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature, self.row_k)
         clipped = self.clipped(scores)
         rewards = token_rewards(clipped, old_log_probs, ref_log_probs, mask, self.args.kl_ctl)
@@ -147,7 +152,7 @@ class PPOObjective(PolicyObjective):
 
     def critic_step(self, exp: Experience) -> dict[str, float]:
         mask = actions(exp.rollout)
-        values = critic_values(self.critic, exp.rollout)
+        values = critic_values(self.critic, exp.rollout, self.row_k)
         loss, clipped = clipped_value_loss(values, exp.old_values, exp.returns, mask, self.args.cliprange_value)
         tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)
         self.critic.backward(loss * dist.world_size() / tokens)

@@ -156,49 +156,65 @@ def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float, k: i
     each position's distribution: (rows, width - 1) each, aligned with the tokens from position 1 on, on the
     rollout's device (the model may sit elsewhere: an offloaded reference). With k > 1, each prompt's K answers go
     in one row that computes the prompt once (the answers' values are the same; the prompt's are 0)."""
-    if k > 1:
-        return _shared_token_log_probs(model, rollout, temperature, k)
     device = dist.input_device(model)
+    if k > 1:
+        rows = SharedRows.of(rollout, k)
+        ids, positions, mask = (t.to(device) for t in rows.tensors)
+        logits = model(input_ids=ids, attention_mask=additive_mask(mask, next(model.parameters()).dtype),
+                       position_ids=positions).logits
+        taken, entropy = _taken_and_entropy(rows.by_answer(logits).float() / temperature,
+                                            rollout.input_ids[:, rollout.prompt_width:].to(device))
+        return rows.spread(taken, rollout), rows.spread(entropy, rollout)
     ids = rollout.input_ids.to(device)
     logits = model(input_ids=ids, attention_mask=rollout.attention_mask.to(device),
                    position_ids=rollout.position_ids.to(device)).logits[:, :-1].float() / temperature
-    return _taken_and_entropy(logits, ids[:, 1:], rollout.input_ids.device)
+    return tuple(t.to(rollout.input_ids.device) for t in _taken_and_entropy(logits, ids[:, 1:]))
 
 
-def _taken_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, device: torch.device
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def _taken_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     log_probs = F.log_softmax(logits, dim=-1)
     taken = log_probs.gather(2, tokens[..., None]).squeeze(2)
-    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-    return taken.to(device), entropy.to(device)
+    return taken, -(log_probs.exp() * log_probs).sum(dim=-1)
 
 
-def _shared_token_log_probs(model: nn.Module, rollout: Rollout, temperature: float, k: int
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """token_log_probs from rows `[prompt, answer_1, ..., answer_K]`: answer i's first token is predicted at the
-    prompt's last token, and each later one at the answer token before it."""
-    width, rows = rollout.prompt_width, rollout.input_ids.size(0)
-    prompt_mask, answer_mask = rollout.attention_mask[:, :width].bool(), rollout.answer_mask[:, width:].bool()
-    answers = rollout.input_ids[:, width:]
-    packed, sources = [], torch.zeros_like(answers)
-    for first in range(0, rows, k):
-        prompt = rollout.input_ids[first, :width][prompt_mask[first]].tolist()
-        rests = [answers[first + i][answer_mask[first + i]].tolist() for i in range(k)]
-        start = len(prompt)
-        for i, rest in enumerate(rests):
-            sources[first + i, :len(rest)] = torch.arange(start - 1, start + len(rest) - 1)
-            sources[first + i, 0] = len(prompt) - 1
-            start += len(rest)
-        packed.append((prompt, rests))
-    device = dist.input_device(model)
-    ids, positions, mask = (t.to(device) for t in shared_rows(packed, pad_id=0))
-    logits = model(input_ids=ids, attention_mask=additive_mask(mask, next(model.parameters()).dtype),
-                   position_ids=positions).logits
-    by_answer = logits[torch.arange(rows, device=device)[:, None] // k, sources.to(device)].float() / temperature
-    taken, entropy = _taken_and_entropy(by_answer, answers.to(device), rollout.input_ids.device)
-    out = torch.zeros(rows, rollout.input_ids.size(1) - 1, dtype=taken.dtype, device=taken.device)
-    return (out.index_copy(1, torch.arange(width - 1, out.size(1), device=out.device), taken * answer_mask),
-            out.index_copy(1, torch.arange(width - 1, out.size(1), device=out.device), entropy * answer_mask))
+@dataclass
+class SharedRows:
+    """A rollout as one row per prompt, `[prompt, answer_1, ..., answer_K]`, and where in those rows each answer
+    token's prediction (or state value) sits: answer i's first token is predicted at the prompt's last token, each
+    later one at the answer token before it."""
+
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input ids, position ids, boolean 4-D mask
+    sources: torch.Tensor  # (rollout rows, answer width): the shared row's position for each answer token
+    k: int
+
+    @classmethod
+    def of(cls, rollout: Rollout, k: int) -> SharedRows:
+        width, rows = rollout.prompt_width, rollout.input_ids.size(0)
+        prompt_mask, answer_mask = rollout.attention_mask[:, :width].bool(), rollout.answer_mask[:, width:].bool()
+        answers = rollout.input_ids[:, width:]
+        packed, sources = [], torch.zeros_like(answers)
+        for first in range(0, rows, k):
+            prompt = rollout.input_ids[first, :width][prompt_mask[first]].tolist()
+            rests = [answers[first + i][answer_mask[first + i]].tolist() for i in range(k)]
+            start = len(prompt)
+            for i, rest in enumerate(rests):
+                sources[first + i, :len(rest)] = torch.arange(start - 1, start + len(rest) - 1)
+                sources[first + i, 0] = len(prompt) - 1
+                start += len(rest)
+            packed.append((prompt, rests))
+        return cls(shared_rows(packed, pad_id=0), sources, k)
+
+    def by_answer(self, per_position: torch.Tensor) -> torch.Tensor:
+        """(prompts, row width, ...) outputs of the shared rows as (rollout rows, answer width, ...)."""
+        rows = torch.arange(self.sources.size(0), device=per_position.device)[:, None] // self.k
+        return per_position[rows, self.sources.to(per_position.device)]
+
+    def spread(self, values: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+        """(rollout rows, answer width) values at the rollout's action columns, (rows, width - 1), 0 elsewhere."""
+        width = rollout.prompt_width
+        values = values.to(rollout.input_ids.device) * rollout.answer_mask[:, width:]
+        out = torch.zeros(values.size(0), rollout.input_ids.size(1) - 1, dtype=values.dtype, device=values.device)
+        return out.index_copy(1, torch.arange(width - 1, out.size(1), device=out.device), values)
 
 
 def actions(rollout: Rollout) -> torch.Tensor:
