@@ -28,7 +28,7 @@ demo-smollm2: $(VENV)/.installed  # optional: SmolLM2-135M-Instruct, shipped as 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers; a file stays on one, sharing its fixtures
 
-bench: $(VENV)/.installed  # about 6 minutes on 2 idle cores; trl is an optional extra, installed here only
+bench: $(VENV)/.installed  # about 18 minutes on 2 idle cores, two model shapes; trl is an optional extra, installed here only
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/reward_bench.py --out benchmarks/results/latest.json
 

@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--synthetic_pairs", type=int, default=2000)
     parser.add_argument("--no_trl_group_by_length", action="store_true",
                         help="Skip the extra column: TRL with train_sampling_strategy=group_by_length.")
+    parser.add_argument("--second_shape", default="512x8",
+                        help="HIDDENxLAYERS of a second model, run after the first, where the linear layers rather "
+                             "than the embedding table hold most parameters; `none` skips it. Default: %(default)s")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work_dir", type=Path, default=None, help="Keep the models, data and logs here.")
     return parser.parse_args()
@@ -216,13 +219,25 @@ def main() -> None:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         report = benchmark(args, work, trl_version)
+        if args.second_shape != "none":
+            hidden, layers = map(int, args.second_shape.split("x"))
+            print(f"\nsecond shape: {layers} layers of width {hidden}")
+            (work / "second").mkdir(exist_ok=True)
+            second = benchmark(argparse.Namespace(**vars(args) | {"hidden": hidden, "layers": layers,
+                                                                  "heads": hidden // 64}), work / "second", trl_version)
+            report["second_shape"] = {key: second[key] for key in ("speedup_vs_trl", "speedup_vs_trl_group_by_length",
+                                                                   "speedup_vs_pad_to_max", "pad_fraction", "model",
+                                                                   "trainers")}
     report["wall_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    grouped = report["speedup_vs_trl_group_by_length"]
-    print(f"\nours vs TRL: {report['speedup_vs_trl']}x" + (f" ({grouped}x vs its group_by_length)" if grouped else "")
-          + f", vs pad-to-max: {report['speedup_vs_pad_to_max']}x; our pad fraction {report['pad_fraction']:.1%}; "
-          f"whole run {report['wall_s']:.0f} s; written to {args.out}")
+    for name, part in (("", report), ("second shape: ", report.get("second_shape"))):
+        if part:
+            grouped = part["speedup_vs_trl_group_by_length"]
+            print(f"\n{name}ours vs TRL: {part['speedup_vs_trl']}x"
+                  + (f" ({grouped}x vs its group_by_length)" if grouped else "")
+                  + f", vs pad-to-max: {part['speedup_vs_pad_to_max']}x; our pad fraction {part['pad_fraction']:.1%}")
+    print(f"whole run {report['wall_s']:.0f} s; written to {args.out}")
 
 
 def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[str, Any]:
