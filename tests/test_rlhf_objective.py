@@ -239,7 +239,7 @@ def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
     actor.eval(), critic.eval()
     with torch.no_grad():
         assert torch.equal(experience.old_log_probs, token_log_probs(actor, rollout, ppo.temperature, ppo.row_k)[0])
-        assert torch.equal(experience.old_values, critic_values(critic, rollout) * actions(rollout))
+        assert torch.equal(experience.old_values, critic_values(critic, rollout, ppo.row_k) * actions(rollout))
 
 
 def test_the_actor_without_its_adapters_is_the_reference(opt_dir):
