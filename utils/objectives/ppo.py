@@ -27,7 +27,7 @@ from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, token_rewards
 from utils.objectives.policy import PolicyObjective, rollout_stats
 from utils.objectives.policy_checks import critic_settings
-from utils.objectives.rollout import Rollout, SharedRows, actions, token_log_probs
+from utils.objectives.rollout import Rollout, actions, token_log_probs
 
 
 def critic_engine(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
@@ -74,7 +74,7 @@ def critic_values(critic: nn.Module, rollout: Rollout, k: int = 1) -> torch.Tens
     with k > 1 from one row per prompt (the answers' values are the same; the prompt's are 0)."""
     if k == 1:
         return critic(rollout.input_ids, rollout.attention_mask, rollout.position_ids)[:, :-1].float()
-    rows = SharedRows.of(rollout, k)
+    rows = rollout.shared(k)
     ids, positions, mask = (t.to(rollout.input_ids.device) for t in rows.tensors)
     return rows.spread(rows.by_answer(critic(ids, mask, positions)).float(), rollout)
 

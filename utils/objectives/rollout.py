@@ -9,7 +9,7 @@ masks and positions training uses, so that the generator only supplies token ids
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,13 @@ class Rollout:
     truncated: torch.Tensor  # (rows,) bool: no EOS within --max_answer_seq_len
     empty: torch.Tensor  # (rows,) bool: the EOS came first
     answers: list[str]  # decoded, without the EOS
+    _shared: dict[int, SharedRows] = field(default_factory=dict, repr=False, compare=False)
+
+    def shared(self, k: int) -> SharedRows:
+        """The rollout as one row per prompt of k answers, built once for all the passes over it."""
+        if k not in self._shared:
+            self._shared[k] = SharedRows.of(self, k)
+        return self._shared[k]
 
     def rows(self, start: int, end: int) -> Rollout:
         """Rows start to end-1: one process's share of a rollout sampled whole."""
@@ -158,7 +165,7 @@ def token_log_probs(model: nn.Module, rollout: Rollout, temperature: float, k: i
     in one row that computes the prompt once (the answers' values are the same; the prompt's are 0)."""
     device = dist.input_device(model)
     if k > 1:
-        rows = SharedRows.of(rollout, k)
+        rows = rollout.shared(k)
         ids, positions, mask = (t.to(device) for t in rows.tensors)
         logits = model(input_ids=ids, attention_mask=additive_mask(mask, next(model.parameters()).dtype),
                        position_ids=positions).logits
