@@ -13,8 +13,11 @@ def _nls(x: float) -> float:  # -log(sigmoid(x))
 
 
 def test_bt_loss_matches_hand_computation():
-    chosen, rejected = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.5])
-    assert bt_loss(chosen, rejected).item() == pytest.approx((_nls(1.0) + _nls(-1.0)) / 2, abs=1e-6)
+    """Unequal margins (2, -1, 0.5), so that swapping chosen and rejected changes the loss (planted: return
+    -logsigmoid(rejected - chosen), and the loss is 1.1381)."""
+    chosen, rejected = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([0.0, 1.5, -1.5])
+    # log(1 + e^-2) = 0.12693, log(1 + e) = 1.31326, log(1 + e^-0.5) = 0.47408
+    assert bt_loss(chosen, rejected).item() == pytest.approx((0.12693 + 1.31326 + 0.47408) / 3, abs=1e-5)
 
 
 def test_dschat_loss_averages_from_divergence_to_later_end():
