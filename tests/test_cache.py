@@ -109,9 +109,9 @@ def test_no_cache_dir_builds_every_time_and_writes_nothing(tmp_path, key, monkey
 
 def test_key_must_be_json(tmp_path):
     build = Builder()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Path is not JSON serializable"):
         cached(tmp_path, {"kind": "reward", "path": Path("x")}, build)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
         cached(None, {"kind": "reward", "ids": {1, 2}}, build)
     assert build.calls == 0
     assert list(tmp_path.iterdir()) == []

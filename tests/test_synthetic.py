@@ -207,7 +207,7 @@ def test_judge_on_generated_text(answer: str, expected: str | None) -> None:
 def test_flawed_share_counts_flagged_answers() -> None:
     prompts = ["What is 2 plus 2?"] * 4
     assert flawed_share(prompts, ["2 plus 2 is 4.", "", "Not my problem.", "That makes 4."]) == 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="as many prompts as answers, at least one, got 4 and 1"):
         flawed_share(prompts, ["4."])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 0 and 0"):
         flawed_share([], [])
