@@ -3,10 +3,12 @@ fails half-way."""
 import argparse
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.engine.checkpoint import Position, find_checkpoint, save_checkpoint
@@ -90,3 +92,29 @@ def test_a_failed_export_leaves_the_previous_one_whole(opt_dir, tmp_path, monkey
         export_model(model, tokenizer, tmp_path / "fresh", zero_stage=0, extra_files={"eval_results.json": {}})
     assert not (tmp_path / "fresh" / "eval_results.json").exists()  # nothing there looks finished
     assert json.loads((out / "eval_results.json").read_text()) == {"accuracy": 0.5}
+
+
+def test_an_export_stopped_after_the_weights_leaves_no_results_beside_them(opt_dir, tmp_path, monkeypatch):
+    """eval_results.json moves in last and the earlier run's goes first, so a reader never sees results beside
+    weights they do not describe (planted: sort the moves by name, which puts eval_results.json before
+    model.safetensors)."""
+    model = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(opt_dir)
+    out = tmp_path / "rm"
+    export_model(model, tokenizer, out, zero_stage=0, extra_files={"eval_results.json": {"accuracy": 0.5}})
+    old_weights = (out / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        model.score.weight.add_(1.0)
+    replace, moved = os.replace, []
+
+    def stop_after_the_weights(src, dst):
+        if moved and moved[-1] == "model.safetensors":
+            raise OSError(errno.EIO, "Input/output error")
+        replace(src, dst)
+        moved.append(Path(dst).name)
+
+    monkeypatch.setattr(os, "replace", stop_after_the_weights)
+    with pytest.raises(RunError, match="cannot write the model to .*rm: .*Input/output error"):
+        export_model(model, tokenizer, out, zero_stage=0, extra_files={"eval_results.json": {"accuracy": 0.9}})
+    assert (out / "model.safetensors").read_bytes() != old_weights  # the new weights are in
+    assert not (out / "eval_results.json").exists(), moved

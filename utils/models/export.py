@@ -41,8 +41,9 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
                  extra_files: dict[str, Any] | None = None, lora: argparse.Namespace | None = None) -> None:
     """config.json, model.safetensors and the full tokenizer, loadable by from_pretrained and pipeline().
 
-    Everything is written to a temporary folder first and then moved in, FINISHED last: a crash or a full disk
-    never leaves a half-written model that looks finished, and files already there stay until replaced.
+    Everything is written to a temporary folder first and then moved in, FINISHED last, an earlier FINISHED removed
+    first: a crash or a full disk never leaves a half-written model that looks finished, and other files already
+    there stay until replaced.
     `lora` (the run's flags, for a LoRA run): the adapters are merged in, and kept in adapter/ on --save_adapter.
     """
     state = full_state_dict(model, zero_stage)
@@ -60,6 +61,7 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
             for name, content in (extra_files or {}).items():  # text as it is, anything else as JSON
                 text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str) + "\n"
                 (tmp / name).write_text(text)
+            (out / FINISHED).unlink(missing_ok=True)  # an earlier run's results must not sit beside new weights
             for path in sorted(tmp.iterdir(), key=lambda p: p.name == FINISHED):
                 if path.is_dir():  # a folder (the adapter) replaces the old one whole
                     shutil.rmtree(out / path.name, ignore_errors=True)
