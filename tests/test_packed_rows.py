@@ -72,13 +72,20 @@ def test_scores_loss_and_gradients_match_two_sequences(family, opt_dir, llama_di
 
 
 def test_length_grouping_is_seeded_complete_and_the_same_for_any_world_size():
+    """A global batch is what the ranks read at one step, so it is built from every rank's own sampler (planted:
+    reseed the generator with seed + rank before the batches are shuffled; rank 1 then reads its half of other
+    batches than rank 0, and every other check here passes)."""
     rows = 1007  # two ranks need one row repeated, which completes a batch: it must not reshuffle the others
     lengths = [(i * 37) % 101 + 1 for i in range(rows)]
 
     def batches(world, seed=5, epoch=0, grouped=True):
-        sampler = TrainSampler(rows, 8 // world, seed, world, 0, lengths if grouped else None)
-        sampler.set_epoch(epoch)
-        return [sorted(b) for b in sampler.global_batches()]
+        reads = []
+        for rank in range(world):
+            sampler = TrainSampler(rows, 8 // world, seed, world, rank, lengths if grouped else None)
+            sampler.set_epoch(epoch)
+            reads.append(list(sampler))
+        steps = range(0, len(reads[0]), 8 // world)
+        return [sorted(i for read in reads for i in read[step:step + 8 // world]) for step in steps]
 
     grouped = batches(1)
     assert sorted(i for b in grouped for i in b) == list(range(rows))
