@@ -8,10 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, pipeline
 
 from conftest import ROOT, STEP1, read_metrics, run_step1, run_step2
-from utils.data.sources import SFT_FIELDS, read_source
 from utils.data.encoding import collate_sft, encode_sft
+from utils.data.formatting import format_text
+from utils.data.sources import SFT_FIELDS, read_source
 from utils.engine.loop import eval_loader
 from utils.models.loading import load_reward_model, load_tokenizer
+from utils.objectives.metrics import pair_metrics
 from utils.objectives.sft import SFTObjective
 
 PROMPT_EVAL = ROOT / "training" / "step1_supervised_finetuning" / "prompt_eval.py"
@@ -81,6 +83,8 @@ def test_two_processes_zero2_match_one(opt_dir, pair_files, tmp_path):
 
 
 def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
+    """The reward model learns above chance from the fine-tuned backbone, and its export scores as the trainer did
+    (planted: swap chosen and rejected in bt_loss, and it ranks most eval pairs the wrong way round)."""
     sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8)
     tokenizer = load_tokenizer(str(sft), "end", append_eos=True)
     rm = load_reward_model(str(sft), tokenizer, None, False)
@@ -93,9 +97,15 @@ def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
     proc = run_step2(["--model_name_or_path", sft, "--data_path", train, "--eval_data_path", evals,
                       "--data_split", "0,1,0", "--max_seq_len", 96, "--learning_rate", 3e-3, "--dtype", "fp32",
                       "--per_device_train_batch_size", 8, "--output_dir", out])
-    assert proc.stdout.strip().splitlines()[-1].startswith("accuracy=")
+    final = json.loads((out / "eval_results.json").read_text())
+    assert proc.stdout.strip().splitlines()[-1] == f"accuracy={final['accuracy']:.4f}"
+    start = next(m for m in read_metrics(out) if m["split"] == "eval")
+    assert final["accuracy"] >= 0.75 and final["accuracy"] > start["accuracy"] + 0.2  # chance is 0.5
     scorer = pipeline("text-classification", model=str(out), function_to_apply="none", device="cpu")
-    assert isinstance(scorer(" Human: Hi? Assistant: Hello.")[0]["score"], float)
+    rows = read_source(str(evals))[0]["train"]
+    scores = [[o["score"] for o in scorer([format_text(r["prompt"], r[k], "dschat") for r in rows], batch_size=16)]
+              for k in ("chosen", "rejected")]
+    assert pair_metrics(*torch.tensor(scores))["accuracy"] == pytest.approx(final["accuracy"])
 
 
 def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_path):
