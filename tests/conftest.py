@@ -39,6 +39,12 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("llama"), "llama", hidden=32, layers=2, heads=2, vocab_size=600)
 
 
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GPT-2-like: <|endoftext|> is BOS, EOS and pad, as in GPT-2 fine-tunes; no BOS before a text."""
+    return build_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2", hidden=32, layers=2, heads=2, vocab_size=600)
+
+
 LLAMA3_LIKE_CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
                     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 

@@ -1,4 +1,4 @@
-"""Tiny OPT- and Llama-shaped models with tokenizers trained on the fly: the embedded demo and test fixtures.
+"""Tiny OPT-, Llama- and GPT-2-shaped models with tokenizers trained on the fly: the embedded demo and test fixtures.
 
 Nothing here downloads: the tokenizer is trained on synthetic text and the weights are random.
 """
@@ -10,6 +10,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     OPTConfig,
@@ -23,9 +25,13 @@ from utils.data.synthetic import generate_pairs
 
 # OPT: BOS and EOS are both </s>, so the BOS counts as DeepSpeed-Chat's one "padding at beginning", and <pad> exists.
 # Llama: BOS <s> differs from EOS </s>, and there is no pad token.
+# GPT-2: <|endoftext|> is BOS, EOS and, as in many fine-tunes, pad; no BOS is put before a text.
 FAMILIES = {
-    "opt": {"specials": ["<s>", "<pad>", "</s>", "<unk>"], "bos": "</s>", "eos": "</s>", "pad": "<pad>"},
-    "llama": {"specials": ["<unk>", "<s>", "</s>"], "bos": "<s>", "eos": "</s>", "pad": None},
+    "opt": {"specials": ["<s>", "<pad>", "</s>", "<unk>"], "bos": "</s>", "eos": "</s>", "pad": "<pad>",
+            "add_bos": True},
+    "llama": {"specials": ["<unk>", "<s>", "</s>"], "bos": "<s>", "eos": "</s>", "pad": None, "add_bos": True},
+    "gpt2": {"specials": ["<|endoftext|>", "<unk>"], "bos": "<|endoftext|>", "eos": "<|endoftext|>",
+             "pad": "<|endoftext|>", "add_bos": False},
 }
 
 
@@ -57,7 +63,7 @@ def build_tokenizer(family: str, vocab_size: int = 1000, corpus_pairs: int = 200
     """A family's tokenizer, trained on the synthetic data's texts."""
     spec = FAMILIES[family]
     return train_bpe(synthetic_corpus(corpus_pairs), spec["specials"], spec["bos"], spec["eos"], spec["pad"],
-                     vocab_size)
+                     vocab_size, spec["add_bos"])
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64, layers: int = 2, heads: int = 4,
@@ -73,6 +79,9 @@ def build_tiny_model(out_dir: str | Path, family: str = "opt", hidden: int = 64,
     if family == "opt":
         model = OPTForCausalLM(OPTConfig(hidden_size=hidden, word_embed_proj_dim=hidden, ffn_dim=4 * hidden,
                                          num_hidden_layers=layers, num_attention_heads=heads, **ids))
+    elif family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                           **ids))
     else:
         model = LlamaForCausalLM(LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
                                              num_hidden_layers=layers, num_attention_heads=heads,
