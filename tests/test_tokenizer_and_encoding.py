@@ -2,9 +2,9 @@
 import pytest
 
 from utils.data.encoding import collate_pairs, encode_pairs
-from utils.errors import UserError
 from utils.data.formatting import format_text
-from utils.models.loading import load_tokenizer, resolve_num_padding
+from utils.errors import UserError
+from utils.models.loading import DEDICATED_PAD, load_tokenizer, resolve_num_padding
 
 ROW = {"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris.",
        "rejected": "I don't know."}
@@ -23,6 +23,15 @@ def test_llama_like_end_mode_gets_a_dedicated_pad(llama_dir):
     assert tok.pad_token is not None and tok.pad_token_id not in (tok.eos_token_id, tok.bos_token_id)
     ids = tok("hello")["input_ids"]
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+
+
+def test_gpt2_like_pad_that_is_the_eos_is_replaced_in_end_mode(gpt2_dir):
+    """Pad == EOS would hide the scored EOS from the model's own pooling (planted: drop the pad == EOS clause of
+    use_dedicated_pad)."""
+    tok = load_tokenizer(str(gpt2_dir), "end", append_eos=True)
+    assert tok.pad_token == DEDICATED_PAD and tok.pad_token_id != tok.eos_token_id
+    ids = tok("hello")["input_ids"]
+    assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1  # no BOS before the text
 
 
 def test_first_pad_sets_pad_to_eos(opt_dir, llama_dir):

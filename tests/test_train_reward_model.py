@@ -8,11 +8,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 from conftest import LLAMA3_LIKE_CHAT, read_metrics, run_step2
 from utils.data.encoding import collate_pairs, encode_pairs
 from utils.data.formatting import format_text
-from utils.objectives.metrics import pair_metrics
-from utils.models.loading import load_tokenizer
-from utils.models.reward_model import RewardModel
-from utils.objectives.reward import RewardObjective
 from utils.data.sources import read_source
+from utils.models.loading import DEDICATED_PAD, load_tokenizer
+from utils.models.reward_model import RewardModel
+from utils.objectives.metrics import pair_metrics
+from utils.objectives.reward import RewardObjective
 
 
 def _train(model_dir, pair_files, out, *extra):
@@ -37,9 +37,13 @@ def _pipeline_scores(out, rows, template="dschat"):
     ("llama", "end", 2, "bt"),
     ("llama", "first_pad", 3, "bt"),
     ("opt", "end", 3, "dschat"),
+    ("gpt2", "end", 0, "bt"),
 ])
 def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path, family, score_token, zero_stage,
                                                   loss):
+    """GPT-2-like is pad == EOS, which `end` replaces with a pad of its own: the exported pooling would otherwise
+    skip the scored EOS (planted: drop the pad == EOS clause of use_dedicated_pad, and the pipeline's scores differ
+    from the trainer's)."""
     model_dir = request.getfixturevalue(f"{family}_dir")
     template = "chat" if family.endswith("chat") else "dschat"
     out = _train(model_dir, pair_files, tmp_path / "rm", "--template", template, "--score_token", score_token,
@@ -53,8 +57,12 @@ def test_export_scores_in_pipeline_as_in_training(request, pair_files, tmp_path,
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
     assert model.score.out_features == 1, "RewardBench and RLHF code read the head named score"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    exported = AutoTokenizer.from_pretrained(out)
     if family == "llama_chat":
-        assert AutoTokenizer.from_pretrained(out).chat_template == LLAMA3_LIKE_CHAT
+        assert exported.chat_template == LLAMA3_LIKE_CHAT
+    assert config["pad_token_id"] == exported.pad_token_id
+    if score_token == "end":  # the base's own pad (OPT), else a dedicated one, never the EOS
+        assert exported.pad_token == ("<pad>" if family == "opt" else DEDICATED_PAD) != exported.eos_token
 
     # The pipeline reproduces the trainer's own final evaluation (ZeRO-3: the export gathered the real weights).
     final = json.loads((out / "eval_results.json").read_text())
