@@ -26,6 +26,8 @@ from utils.objectives.rollout import (
 
 
 def test_rloo_advantage_is_each_reward_minus_the_others_mean():
+    """The baseline leaves the answer's own reward out (planted: the mean of all K rewards, its own included, and
+    every advantage shrinks by (K-1)/K)."""
     rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0], dtype=torch.float64)
     advantages = rloo_advantages(rewards, k=4)
     expected = torch.tensor([-8 / 3, -4 / 3, 0.0, 4.0, 0, 0, 0, 0], dtype=torch.float64)
@@ -58,11 +60,13 @@ def test_kl_estimators_and_the_clipped_loss_by_hand():
 
 
 def test_ppo_rewards_advantages_and_value_loss_by_hand():
+    """The pad after the answer has a value, and none of it flows into the answer's advantages (planted: drop
+    `* following` from next_value, or from running, in gae)."""
     mask = torch.tensor([[0.0, 1, 1, 1, 0]])  # the last prompt position, three actions, a pad
     log_probs, ref = torch.tensor([[0.0, -1, -2, -1, 0]]), torch.tensor([[0.0, -1.5, -2, -0.5, 0]])
     rewards = token_rewards(torch.tensor([2.0]), log_probs, ref, mask, kl_ctl=0.1)
     assert rewards[0].tolist() == pytest.approx([0, -0.05, 0, 2.05, 0])  # -0.1 * log-ratio; the score at the end
-    values = torch.tensor([[0.0, 0.5, 1.0, 1.5, 0]])
+    values = torch.tensor([[0.0, 0.5, 1.0, 1.5, 9.0]])
     advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.95)
     # from the end: 2.05 - 1.5; then (0 + 1.5 - 1.0) + 0.95 * 0.55; then (-0.05 + 1.0 - 0.5) + 0.95 * 1.0225
     assert advantages[0].tolist() == pytest.approx([0, 1.421375, 1.0225, 0.55, 0])
@@ -122,6 +126,8 @@ def _objective(model_dir, tokenizer, reward_dir, algo="rloo", kind=PolicyObjecti
 
 
 def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_nothing(opt_dir, tmp_path):
+    """Exactly, not to a tolerance (planted: compute the reference's log-probs one row per answer while the actor's
+    share a row per prompt, and the KL is 6e-8)."""
     tokenizer = load_tokenizer(str(opt_dir), "end", append_eos=False)
     reward_dir = tmp_path / "constant_rm"
     reward = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
