@@ -32,9 +32,10 @@ train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$OUTPUT/step1_sf
 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" --model_name_or_path "$OUTPUT/step2_reward_model" \
   --data_path "${DATA_SOURCES[@]}" --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" \
   --check_pipeline
-# 288 optimizer steps each; PPO takes 2 passes over each rollout, so it samples half as many.
+# 288 optimizer steps each; PPO takes 2 passes over each rollout, so it samples half as many, and pays twice the
+# KL weight per token: at 0.1 its answers narrowed to 0.63 of their starting distinct-2.
 declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4"
-                [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4")
+                [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4 --kl_ctl 0.2")
 for algo in rloo raft ppo; do
   read -ra own <<< "${OWN[$algo]}"
   train rlhf "$OUTPUT/step3_rlhf/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \

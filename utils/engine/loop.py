@@ -113,7 +113,8 @@ def _param_groups(model: nn.Module, weight_decay: float, lora_lr: float) -> list
 
 def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[str, Any],
                  total_steps: int) -> deepspeed.DeepSpeedEngine:
-    """AdamW on CPU, FusedAdam on GPU, DeepSpeedCPUAdam with --offload; a transformers LR schedule."""
+    """Fused AdamW on CPU (torch's, as TRL uses), FusedAdam on GPU, DeepSpeedCPUAdam with --offload; a transformers LR
+    schedule."""
     groups = _param_groups(module, args.weight_decay, args.lora_learning_rate)
     if args.offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -124,7 +125,7 @@ def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[st
 
         optimizer = FusedAdam(groups, lr=args.learning_rate, betas=(0.9, 0.95))
     else:
-        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.95))
+        optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.95), fused=True)
 
     def scheduler(wrapped: torch.optim.Optimizer):  # built on DeepSpeed's wrapper of the optimizer
         return get_scheduler(args.lr_scheduler_type, wrapped, num_warmup_steps=args.num_warmup_steps,
