@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-smollm2 test bench bench-rollout clean
+.PHONY: demo demo-smollm2 test bench bench-rollout bench-rlhf clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.installed  # about 18 minutes on 2 idle cores, two model shapes;
 
 bench-rollout: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's shared-prompt paths against the plain ones
 	$(PY) benchmarks/rollout_bench.py --out benchmarks/results/rollout_latest.json
+
+bench-rlhf: $(VENV)/.installed  # about 7 minutes on 2 idle cores: step 3's RLOO, shared and unshared, against TRL's RLOOTrainer
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/rlhf_bench.py --out benchmarks/results/rlhf_latest.json
 
 clean:
 	rm -rf $(VENV) demo_output demo_output_smollm2

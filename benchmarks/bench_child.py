@@ -1,8 +1,9 @@
-"""One trainer in its own process, so that each peak RSS is its own: `ours` runs our step-2 entrypoint unchanged,
-`trl` runs trl.RewardTrainer. Either writes a JSON result (peak RSS, torch threads, pad counts, and TRL's timing).
+"""One trainer in its own process, so that each peak RSS is its own: `ours` runs one of our entrypoints unchanged,
+`trl` runs trl.RewardTrainer, `trl_rloo` trl.RLOOTrainer. Each writes a JSON result (peak RSS, torch threads, and
+pad counts or TRL's timing).
 
-Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID -- main.py ARGS...
-       python benchmarks/bench_child.py trl RESULT.json SPEC.json
+Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID|none -- main.py ARGS...
+       python benchmarks/bench_child.py trl|trl_rloo RESULT.json SPEC.json
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ class PadCounter:
         return {"tokens": self.tokens, "positions": self.positions, "batches": self.batches}
 
 
-def run_ours(pad_id: int, argv: list[str]) -> dict[str, object]:
-    """Our entrypoint as `python main.py ARGS`, with only its train loader's collate function wrapped by a counter:
-    a cross-check of the trainer's own token counts, and the pad fraction where it does not log them."""
+def run_ours(pad_id: int | None, argv: list[str]) -> dict[str, object]:
+    """Our entrypoint as `python main.py ARGS`, with only its train loader's collate function wrapped by a counter
+    (unless pad_id is None: step 3's batches are prompt indices): a cross-check of the trainer's own token counts,
+    and the pad fraction where it does not log them."""
     from utils.engine import loop
 
     counters: list[PadCounter] = []
@@ -47,7 +49,8 @@ def run_ours(pad_id: int, argv: list[str]) -> dict[str, object]:
         counters.append(PadCounter(collate, pad_id))
         return original(dataset, batch_size, counters[-1], *args, **kwargs)
 
-    loop.train_loader = counted_loader
+    if pad_id is not None:
+        loop.train_loader = counted_loader
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
     return {"collate_counts": counters[0].counts() if counters else None}
@@ -56,7 +59,12 @@ def run_ours(pad_id: int, argv: list[str]) -> dict[str, object]:
 def main() -> None:
     mode, result_path = sys.argv[1], Path(sys.argv[2])
     if mode == "ours":
-        result = run_ours(int(sys.argv[3]), sys.argv[sys.argv.index("--") + 1:])
+        pad_id = None if sys.argv[3] == "none" else int(sys.argv[3])
+        result = run_ours(pad_id, sys.argv[sys.argv.index("--") + 1:])
+    elif mode == "trl_rloo":
+        from bench_trl_rloo import run_trl_rloo
+
+        result = run_trl_rloo(json.loads(Path(sys.argv[3]).read_text()))
     else:
         from bench_trl import run_trl
 
