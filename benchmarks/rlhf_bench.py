@@ -3,11 +3,12 @@ computed once for its K answers, in generation and in every pass), ours with --n
 and trl.RLOOTrainer.
 
 Every trainer gets the same OPT-shaped policy (random weights, then briefly fine-tuned by our step 1, untimed) and
-reward model (random weights), the same tokenizer, the same HH helpful-base prompts formatted as step 2 formats them (only prompts that fit --max_prompt_len whole, so none is cut),
-K answers per prompt, the same maximum new tokens, prompts per step, optimizer steps, learning rate and KL weight,
-fp32 on CPU, no vLLM. Each runs in its own process; its training loop is timed and its peak RSS measured. Afterwards
-every trained policy, and the starting one, answers the same held-out prompts with the same seed, and the reward
-model scores the answers: the reward gain shows that a speed-up did not come from learning less.
+reward model (random weights), the same tokenizer, the same HH helpful-base prompts formatted as step 2 formats
+them (only prompts that fit --max_prompt_len whole, so none is cut), K answers per prompt, the same maximum new
+tokens, prompts per step, optimizer steps, learning rate and KL weight, fp32 on CPU, no vLLM. Each runs in its own
+process; its training loop is timed and its peak RSS measured. Afterwards every trained policy, and the starting
+one, answers the same held-out prompts with the same seed, and the reward model scores the answers: the reward gain
+shows that a speed-up did not come from learning less.
 
     .venv/bin/python benchmarks/rlhf_bench.py --out benchmarks/results/rlhf_latest.json
 """
