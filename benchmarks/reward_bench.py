@@ -10,6 +10,7 @@ prompt counted once, then each answer), so a trainer is not credited for computi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -211,13 +212,30 @@ def versions(trl_version: str) -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in names} | {"trl": trl_version}
 
 
+def warn_if_skewed(runs: dict[str, dict[str, Any]], steps: int) -> None:
+    """Say when a trainer ran a different number of steps, or shared the machine with other work."""
+    for name, run in runs.items():
+        if run["steps"] != steps:
+            print(f"warning: {name} ran {run['steps']} optimizer steps, not {steps}")
+        if run["other_work_cores"] > 0.2:
+            print(f"warning: other processes kept {run['other_work_cores']} cores busy while {name} ran: "
+                  "its timing is skewed; rerun on an idle machine")
+
+
+@contextlib.contextmanager
+def work_folder(chosen: Path | None, prefix: str) -> Iterator[Path]:
+    """--work_dir when given (kept afterwards), else a temporary folder removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = chosen or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+
+
 def main() -> None:
     args = parse_args()
     trl_version = require_trl()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="reward_bench_") as tmp:
-        work = args.work_dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_folder(args.work_dir, "reward_bench_") as work:
         report = benchmark(args, work, trl_version)
         if args.second_shape != "none":
             hidden, layers = map(int, args.second_shape.split("x"))
@@ -268,12 +286,7 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
     if not args.no_trl_group_by_length:
         runs["trl_group_by_length"] = trl("trl_group_by_length", True)
     runs = {name: add_rates(run, n_train, stats["useful_tokens_total"]) for name, run in runs.items()}
-    for name, run in runs.items():
-        if run["steps"] != args.steps:
-            print(f"warning: {name} ran {run['steps']} optimizer steps, not {args.steps}")
-        if run["other_work_cores"] > 0.2:
-            print(f"warning: other processes kept {run['other_work_cores']} cores busy while {name} ran: "
-                  "its timing is skewed; rerun on an idle machine")
+    warn_if_skewed(runs, args.steps)
     print()
     print_table(runs)
 

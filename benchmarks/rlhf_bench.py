@@ -20,7 +20,6 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ from reward_bench import (  # noqa: E402
     require_trl,
     run_child,
     versions,
+    warn_if_skewed,
+    work_folder,
     write_jsonl,
 )
 
@@ -247,9 +248,7 @@ def main() -> None:
     args = parse_args()
     trl_version = require_trl()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="rlhf_bench_") as tmp:
-        work = args.work_dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_folder(args.work_dir, "rlhf_bench_") as work:
         built = build_models(work, args)
         train, held_out, sft_rows, over = select_prompts(built["pairs"].rows, built["tokenizer"], args)
         files = {"train": write_jsonl(work / "prompts.jsonl", train),
@@ -261,18 +260,12 @@ def main() -> None:
         print(f"starting policy: step 1 on {len(sft_rows)} other pairs' chosen answers, held-out perplexity "
               f"{sft['perplexity_before']:.0f} -> {sft['perplexity']:.1f}")
         runs = {"ours": run_ours("ours", [], built["dirs"], files, args, work),
-                "unshared": run_ours("unshared", ["--no_shared_prompt"], built["dirs"], files, args,
-                                     work),
+                "unshared": run_ours("unshared", ["--no_shared_prompt"], built["dirs"], files, args, work),
                 "trl": run_trl(train, built["dirs"], args, work)}
         gains = reward_gains(runs, built["dirs"]["actor"], built["tokenizer"], built["dirs"]["reward"], held_out,
                              args)
     runs = {name: add_rates(run, len(train)) for name, run in runs.items()}
-    for name, run in runs.items():
-        if run["steps"] != args.steps:
-            print(f"warning: {name} ran {run['steps']} optimizer steps, not {args.steps}")
-        if run["other_work_cores"] > 0.2:
-            print(f"warning: other processes kept {run['other_work_cores']} cores busy while {name} ran: "
-                  "its timing is skewed; rerun on an idle machine")
+    warn_if_skewed(runs, args.steps)
     print()
     print_table(runs, gains)
     ours = runs["ours"]["prompts_per_s"]
