@@ -90,7 +90,9 @@ def _check_output_dir(args: argparse.Namespace) -> None:
     """Refuse, before anything is loaded, an output dir that cannot be written or whose run would be lost.
 
     A finished run (FINISHED is there) or an unfinished one's checkpoints are replaced only on
-    --overwrite_output_dir; --resume continues the unfinished one, and has nothing to do for a finished one.
+    --overwrite_output_dir, which retires FINISHED at once: should the new run stop early, --resume then continues
+    it instead of taking the folder for the old, finished run. --resume continues an unfinished run, and has
+    nothing to do for a finished one.
     """
     out = Path(args.output_dir)
     try:
@@ -108,6 +110,7 @@ def _check_output_dir(args: argparse.Namespace) -> None:
             dist.barrier()  # every rank has looked at the folder before rank 0 clears it
             if dist.is_main():
                 shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+                (out / FINISHED).unlink(missing_ok=True)  # the old model stays until the new export replaces it
         return
     if (out / FINISHED).exists():
         if resuming:
