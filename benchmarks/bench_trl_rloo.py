@@ -5,7 +5,7 @@ TRL's own defaults would not run or would not compare: bf16 (fails on CPU), its 
 beta2 of 0.999 (ours are constant and 0.95), no reward clipping (ours clips to +-5). The settings are recorded in the
 result. The reward is the same function for both trainers: the reward model scores each prompt and answer as
 pipeline() scores that text, one sequence per text (given to TRL as a reward function; TRL's own path for a model
-would tokenize the texts without the BOS and EOS the reward model reads). Its time is split by wrapping four of its
+would tokenize the texts without the BOS and EOS the reward model reads). Its time is split by wrapping three of its
 methods: generation, the reward, the no-gradient log-prob passes (its pre-update policy and its reference), and the
 rest (the training pass and the optimizer).
 """
