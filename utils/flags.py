@@ -188,7 +188,8 @@ def _sft_flags(parser: argparse.ArgumentParser) -> None:
                      help="Sources used only by step 1, all of their train rows (no --data_split share); rows need "
                           "prompt and chosen fields.")
     sft.add_argument("--train_on_prompt", action="store_true",
-                     help="Count the prompt tokens in the loss too (DeepSpeed-Chat does); default: answer and EOS only.")
+                     help="Count the prompt tokens in the loss too (DeepSpeed-Chat does); default: answer and EOS "
+                          "only.")
     sft.add_argument("--packing", nargs="?", const="concat", choices=["concat", "segments"], default=None,
                      help="concat (what --packing alone means): concatenate the training texts and cut them into "
                           "--max_seq_len blocks, LMFlow's recipe; attention then crosses the borders between texts. "
@@ -217,7 +218,8 @@ def _reward_flags(parser: argparse.ArgumentParser) -> None:
 def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("reward model and reference")
     models.add_argument("--critic_model_name_or_path", "--reward_model_name_or_path", dest="reward_model_name_or_path",
-                        required=True, help="The reward model: a step-2 output (or a DeepSpeed-Chat step-2 folder).")
+                        default=None, help="The reward model: a step-2 output (or a DeepSpeed-Chat step-2 folder). "
+                                           "Optional for --algo dpo, which then evaluates on held-out pairs only.")
     models.add_argument("--num_padding_at_beginning", type=int, default=None,
                         help="Accepted for DeepSpeed-Chat command lines; the reward model's own saved tokenizer and "
                              "pooling decide where its score is read.")
@@ -231,10 +233,12 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                         help="Prompt sources used only by step 3, all of their train rows (no --data_split share).")
 
     rollout = parser.add_argument_group("rollout")
-    rollout.add_argument("--algo", choices=["rloo", "raft", "ppo"], default="rloo",
+    rollout.add_argument("--algo", choices=["rloo", "raft", "ppo", "dpo", "online_dpo"], default="rloo",
                          help="rloo: policy gradient with the other K-1 answers' mean reward as the baseline and a KL "
                               "penalty to the reference; raft: fine-tune on the best of K; ppo: DeepSpeed-Chat's PPO "
-                              "with a critic initialised from the reward model. Default: %(default)s")
+                              "with a critic initialised from the reward model; dpo: DPO on the preference pairs of "
+                              "--data_path (step 2's share); online_dpo: RLHFlow's loop, DPO on the best and worst "
+                              "of K sampled answers, iteration by iteration. Default: %(default)s")
     rollout.add_argument("--num_generations", type=int, default=4, help="K answers per prompt. Default: %(default)s")
     rollout.add_argument("--per_device_generation_batch_size", type=int, default=16,
                          help="Prompts per device in one rollout. Default: %(default)s")
@@ -279,6 +283,28 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     objective.add_argument("--raft_selection", choices=["per_prompt", "global"], default="per_prompt",
                            help="RAFT keeps each prompt's best answer, or the best 1/K of all answers (LMFlow). "
                                 "Default: %(default)s")
+    dpo = parser.add_argument_group("DPO (--algo dpo and online_dpo)")
+    dpo.add_argument("--beta", type=float, default=0.1,
+                     help="How far the policy may move from the reference: the implicit reward is beta * log(pi / "
+                          "pi_ref). Default: %(default)s")
+    dpo.add_argument("--dpo_loss", choices=["sigmoid", "ipo"], default="sigmoid",
+                     help="sigmoid: DPO's -log sigmoid(beta h); ipo: (h - 1 / (2 beta))^2. Default: %(default)s")
+    dpo.add_argument("--label_smoothing", type=float, default=0.0,
+                     help="sigmoid loss: the share of pairs assumed mislabelled (conservative DPO). Default: "
+                          "%(default)s")
+    dpo.add_argument("--precompute_ref_log_probs", action="store_true",
+                     help="dpo: compute the reference's log-probabilities of every pair in one pass before training "
+                          "(kept in OUTPUT_DIR for --resume), then free the reference.")
+    dpo.add_argument("--num_iterations", type=int, default=0,
+                     help="online_dpo: iterations; 0: as many as the prompts fill over --num_train_epochs. Default: "
+                          "%(default)s")
+    dpo.add_argument("--prompts_per_iteration", type=int, default=0,
+                     help="online_dpo: prompts sampled per iteration, on all processes together, generated "
+                          "--per_device_generation_batch_size at a time and trained --per_device_training_batch_size "
+                          "pairs at a time; 0: one generation batch per process. Default: %(default)s")
+    dpo.add_argument("--tie_threshold", type=float, default=0.0,
+                     help="online_dpo: a prompt whose best and worst rewards differ by this or less gives no pair "
+                          "(skipped, counted). Default: %(default)s")
     critic = parser.add_argument_group("critic (PPO): initialised from the reward model, trained by its own engine")
     critic.add_argument("--critic_learning_rate", type=float, default=5e-6, help="Default: %(default)s")
     critic.add_argument("--critic_weight_decay", type=float, default=0.0, help="Default: %(default)s")
@@ -308,8 +334,8 @@ STEPS = {
     1: ("Step 1: supervised fine-tuning on prompts and chosen answers; exports a Hugging Face causal LM.", _sft_flags),
     2: ("Step 2: train a reward model on preference pairs and export it as a Hugging Face sequence-classification "
         "model.", _reward_flags),
-    3: ("Step 3: improve the step-1 policy with the step-2 reward model (RLOO, RAFT or PPO); exports a Hugging Face "
-        "causal LM.", _rlhf_flags),
+    3: ("Step 3: improve the step-1 policy with the step-2 reward model (RLOO, RAFT, PPO, online DPO) or with "
+        "preference pairs (DPO); exports a Hugging Face causal LM.", _rlhf_flags),
 }
 
 

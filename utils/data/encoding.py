@@ -1,4 +1,5 @@
-"""Rows to token ids (pairs for step 2, texts and labels for step 1), and batches padded only to their longest row."""
+"""Rows to token ids (pairs for step 2 and DPO, texts and labels for step 1), and batches padded only to their longest
+row."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt_text: str, text: str) -> 
 def _fit(seqs: list[list[int]], prompt_end: int, lead: int, max_seq_len: int, overlength: str,
          report: EncodeReport) -> list[list[int]] | None:
     """Sequences that share a prompt, cut to --max_seq_len by removing the same prompt tokens from each, just after
-    the leading special tokens so that answers and EOS stay whole; None (counted) when that cannot or may not be done."""
+    the leading special tokens so that answers and EOS stay whole; None (counted) when that cannot or may not be
+    done."""
     excess = max(len(s) for s in seqs) - max_seq_len
     if excess <= 0:
         return seqs
@@ -87,6 +89,34 @@ def encode_pairs(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: 
     return out, report
 
 
+def _with_eos(ids: list[int], prompt_end: int, eos_id: int) -> list[int]:
+    """A causal LM's text ends with the EOS id, which it learns to write; a chat template may have written it."""
+    return ids if eos_id in ids[prompt_end:] else ids + [eos_id]
+
+
+def encode_preferences(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: str, max_seq_len: int,
+                       overlength: str) -> tuple[list[dict[str, list[int]]], EncodeReport]:
+    """DPO's pairs: the policy's chosen and rejected texts, each ending in the EOS id, and where each answer starts
+    (`starts`: chosen's, rejected's), since only the answer's tokens count in its log-probability."""
+    report = EncodeReport("pairs")
+    out, lengths = [], []
+    for row in rows:
+        prompt_text = format_prompt(row["prompt"], template, tokenizer)
+        texts, starts, lead = [], [], 0
+        for field_name in ("chosen", "rejected"):
+            ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row[field_name],
+                                                                                template, tokenizer))
+            texts.append(_with_eos(ids, prompt_end, tokenizer.eos_token_id))
+            starts.append(prompt_end)
+        lengths += [len(ids) for ids in texts]
+        fitted = _fit(texts, min(starts), lead, max_seq_len, overlength, report)
+        if fitted is not None:
+            cut = len(texts[0]) - len(fitted[0])
+            out.append({"chosen": fitted[0], "rejected": fitted[1], "starts": [s - cut for s in starts]})
+    report.summarize(out, lengths)
+    return out, report
+
+
 def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: str, max_seq_len: int | None,
                overlength: str, train_on_prompt: bool) -> tuple[list[dict[str, list[int]]], EncodeReport]:
     """Input ids of prompt + chosen answer + EOS id, and labels that hide the prompt unless `train_on_prompt`.
@@ -99,8 +129,7 @@ def encode_sft(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: st
         prompt_text = format_prompt(row["prompt"], template, tokenizer)
         ids, prompt_end, lead = _encode(tokenizer, prompt_text, format_text(row["prompt"], row["chosen"], template,
                                                                             tokenizer))
-        if tokenizer.eos_token_id not in ids[prompt_end:]:  # a chat template may end the answer with it already
-            ids = ids + [tokenizer.eos_token_id]
+        ids = _with_eos(ids, prompt_end, tokenizer.eos_token_id)
         lengths.append(len(ids))
         labels = list(ids) if train_on_prompt else [IGNORE] * prompt_end + ids[prompt_end:]
         fitted = [ids, labels] if max_seq_len is None else _fit([ids, labels], prompt_end, lead, max_seq_len,

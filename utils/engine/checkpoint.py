@@ -38,7 +38,7 @@ def _setup(args: argparse.Namespace) -> dict[str, int | str]:
     how the rollouts are sampled and learned from depend on it."""
     setup = {"world_size": dist.world_size(), "per_device_train_batch_size": args.per_device_train_batch_size,
              "gradient_accumulation_steps": args.gradient_accumulation_steps, "zero_stage": args.zero_stage}
-    step3 = ("algo", "num_generations", "generation_batches", "ppo_epochs")
+    step3 = ("algo", "num_generations", "generation_batches", "ppo_epochs", "prompts_per_iteration")
     return setup | {key: getattr(args, key) for key in step3 if hasattr(args, key)}
 
 

@@ -12,7 +12,8 @@ from utils.data.formatting import format_prompt, format_text
 EXAMPLE = ("What is 2 plus 2?", "2 plus 2 is 4.")
 FIGURES = {"reward": ("accuracy", "loss", "chosen_mean", "rejected_mean", "margin_mean", "pairs"),
            "sft": ("perplexity", "loss", "tokens"),
-           "rlhf": ("reward", "reward_before", "kl_to_reference", "eos_share", "distinct2", "win_rate", "prompts")}
+           "rlhf": ("reward", "reward_before", "kl_to_reference", "eos_share", "distinct2", "win_rate", "prompts",
+                    "pair_accuracy", "pair_margin", "pairs")}
 
 
 def _hub_names(names: list[str]) -> list[str]:
@@ -53,6 +54,16 @@ def _usage(reward: bool, template: str, tokenizer: PreTrainedTokenizerBase) -> l
     return ["## Use", "", "```python", *code, "```", "", note, ""]
 
 
+def _algorithm(args: argparse.Namespace) -> str:
+    if args.algo == "dpo":
+        return f"dpo ({args.dpo_loss} loss), beta {args.beta:g}, label smoothing {args.label_smoothing:g}"
+    sampling = f"K = {args.num_generations}, temperature {args.temperature:g}"
+    if args.algo == "online_dpo":
+        return (f"online_dpo ({args.dpo_loss} loss), beta {args.beta:g}, {sampling}, best and worst of K, ties within "
+                f"{args.tie_threshold:g} skipped")
+    return f"{args.algo}, {sampling}, kl_ctl {args.kl_ctl:g}, reward normalization {args.reward_normalization}"
+
+
 def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]:
     evals = (", ".join(args.eval_data_path) if args.eval_data_path else f"split `{args.eval_split}`"
              if args.eval_split else f"each source's test split, or a held-out {args.eval_fraction:g} of its rows")
@@ -72,9 +83,8 @@ def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]
         rows.insert(4, ("score token, loss", f"{args.score_token}, {args.loss}"))
     if kind == "rlhf":
         rows[0] = ("policy (actor)", args.model_name_or_path)
-        rows.insert(1, ("reward model", args.reward_model_name_or_path))
-        rows.insert(4, ("algorithm", f"{args.algo}, K = {args.num_generations}, temperature {args.temperature:g}, "
-                                     f"kl_ctl {args.kl_ctl:g}, reward normalization {args.reward_normalization}"))
+        rows.insert(1, ("reward model", args.reward_model_name_or_path or "none"))
+        rows.insert(4, ("algorithm", _algorithm(args)))
     if args.lora_dim:
         rows.append(("LoRA (merged)", f"rank {args.lora_dim}, alpha {args.lora_alpha or args.lora_dim:g}, on "
                                       f"`{args.lora_module_name}`, lr {args.lora_learning_rate:g}"
@@ -91,9 +101,10 @@ def model_card(args: argparse.Namespace, final: dict, tokenizer: PreTrainedToken
                       f"on `{args.model_name_or_path}`, trained on preference pairs with rlhf-steps step 2.",
             "sft": f"A causal LM fine-tuned from `{args.model_name_or_path}` on prompts and chosen answers with "
                    "rlhf-steps step 1.",
-            "rlhf": f"A causal LM improved from `{args.model_name_or_path}` with the reward model "
-                    f"`{getattr(args, 'reward_model_name_or_path', '')}` by {getattr(args, 'algo', '').upper()}, "
-                    "rlhf-steps step 3."}[kind]
+            "rlhf": f"A causal LM improved from `{args.model_name_or_path}` "
+                    + (f"with the reward model `{args.reward_model_name_or_path}` "
+                       if getattr(args, "reward_model_name_or_path", None) else "on preference pairs ")
+                    + f"by {getattr(args, 'algo', '').upper()}, rlhf-steps step 3."}[kind]
     evaluation = ["## Evaluation", "", "On the held-out split at the end of training (`eval_results.json`):", "",
                   "| " + " | ".join(figures) + " |", "|" + "---|" * len(figures),
                   "| " + " | ".join(f"{final[k]:.4g}" if isinstance(final[k], float) else str(final[k])

@@ -1,5 +1,5 @@
-"""The losses of every step: pairwise reward losses (--loss), and step 3's policy-gradient loss, KL estimators, and
-PPO's advantages and value loss."""
+"""The losses of every step: pairwise reward losses (--loss), step 3's policy-gradient loss, KL estimators, PPO's
+advantages and value loss, and the DPO and IPO losses."""
 from __future__ import annotations
 
 import torch
@@ -89,3 +89,14 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     per_token = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
     share = (((values - old_values).abs() > cliprange_value).float() * mask).sum() / mask.sum().clamp(min=1)
     return (per_token * mask).sum(), share
+
+
+def dpo_loss(chosen_log_ratio: torch.Tensor, rejected_log_ratio: torch.Tensor, beta: float, kind: str = "sigmoid",
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per pair, from each answer's summed log pi - log pi_ref: h = chosen's - rejected's; sigmoid (DPO):
+    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), the loss of a label flipped with probability eps;
+    ipo: (h - 1 / (2 beta))^2, which stops pushing once the margin reaches its target."""
+    h = chosen_log_ratio - rejected_log_ratio
+    if kind == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)

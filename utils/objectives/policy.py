@@ -99,7 +99,7 @@ class PolicyObjective:
     args: argparse.Namespace
     prompts: list[Row]
     tokenizer: PreTrainedTokenizerBase
-    reference: PreTrainedModel | WithoutAdapters
+    reference: PreTrainedModel | WithoutAdapters | None
     reward_model: PreTrainedModel
     reward_tokenizer: PreTrainedTokenizerBase
     normalization: dict[str, float] | None
@@ -129,7 +129,7 @@ class PolicyObjective:
         return rollout, timing | {"_scores": scores}
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        args, k = self.args, self.args.num_generations
+        k = self.args.num_generations
         rows = [self.prompts[i] for i in batch["prompt_index"].tolist()]
         rollout, stats = self._rollout(model, rows, k, self.seed(model, batch))
         loss, learned = self.loss(model, rollout, stats.pop("_scores").to(rollout.input_ids.device))
@@ -197,17 +197,20 @@ class PolicyObjective:
         mine = rows[dist.rank()::dist.world_size()]
         sampled, sampled_stats = self._rollout(model, mine, 1, self.args.seed)
         greedy, greedy_stats = self._rollout(model, mine, 1, self.args.seed, greedy=True)
-        ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
-        log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
-        kl = kl_k1(log_probs, ref_log_probs, actions(sampled))
         local = {"prompts": [r["prompt"] for r in mine], "sampled": sampled.answers, "greedy": greedy.answers,
                  "sampled_reward": sampled_stats["_scores"].tolist(), "greedy_reward": greedy_stats["_scores"].tolist(),
-                 "kl": kl.tolist(), "length": sampled.lengths.tolist(), "ended": sampled.ended.tolist()}
+                 "length": sampled.lengths.tolist(), "ended": sampled.ended.tolist()}
+        if self.reference is not None:  # DPO with precomputed reference log-probs has freed its reference
+            ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
+            log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
+            local["kl"] = kl_k1(log_probs, ref_log_probs, actions(sampled)).tolist()
         merged = {key: [v for part in dist.gather_objects(local) for v in part[key]] for key in local}
         n = len(merged["prompts"])
         metrics = {"reward": sum(merged["sampled_reward"]) / n, "greedy_reward": sum(merged["greedy_reward"]) / n,
-                   "kl_to_reference": sum(merged["kl"]) / n, "answer_length": sum(merged["length"]) / n,
-                   "eos_share": sum(merged["ended"]) / n, "distinct2": distinct_2(merged["sampled"]), "prompts": n}
+                   "answer_length": sum(merged["length"]) / n, "eos_share": sum(merged["ended"]) / n,
+                   "distinct2": distinct_2(merged["sampled"]), "prompts": n}
+        if "kl" in merged:
+            metrics["kl_to_reference"] = sum(merged["kl"]) / n
         if self.judge is not None:
             metrics["flawed_share"] = self.judge([str(p) for p in merged["prompts"]], merged["sampled"])
         self._compare_with_start(metrics, merged, output_dir)
@@ -234,7 +237,7 @@ class PolicyObjective:
         if metrics["eos_share"] < 0.5:
             self.warn(f"WARNING: only {metrics['eos_share']:.0%} of the answers end with the EOS: the policy is "
                       "learning to ramble (was it fine-tuned with step 1?)")
-        if metrics["kl_to_reference"] > 10:
+        if metrics.get("kl_to_reference", 0) > 10:
             self.warn(f"WARNING: the KL to the reference is {metrics['kl_to_reference']:.1f} nats per answer: the "
                       "policy has drifted far; raise --kl_ctl or lower the learning rate")
         if metrics["distinct2"] < 0.5 * self.before["distinct2"]:
