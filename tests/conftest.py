@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,20 @@ def rlhf_args(actor, reward, out, *extra):
             "--lr_scheduler_type", "constant", "--output_dir", out, *extra]
 
 
+def start_step3(args, inject):
+    """Step 3 in a process group of its own, so that a signal reaches it as it reaches a job."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
+    return subprocess.Popen([sys.executable, str(STEP3), *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def wait_until(done, proc, timeout=300):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if done():
+                return
+        except (OSError, json.JSONDecodeError):  # not written yet, or a line half-written
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.01)

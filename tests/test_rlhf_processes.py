@@ -4,15 +4,12 @@ PPO with its critic), and SIGTERM saves and exits 75."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CPU_ENV, ROOT, STEP3, read_metrics, rlhf_args, run_step, run_step3
+from conftest import ROOT, STEP3, read_metrics, rlhf_args, run_step, run_step3, start_step3, wait_until
 
 
 @pytest.mark.parametrize("algo", ["rloo", "raft"])
@@ -37,25 +34,6 @@ def test_two_processes_zero2_take_the_step_of_one_on_fixed_experience(actor_dir,
     assert max((one[name] - two[name]).abs().max().item() for name in one) < 5e-5
 
 
-def _start(args, inject):
-    """Step 3 in a process group of its own, so that a signal reaches it as it reaches a job."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | CPU_ENV | inject
-    return subprocess.Popen([sys.executable, str(STEP3), *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-
-
-def _wait_until(done, proc, timeout=300):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if done():
-                return
-        except (OSError, json.JSONDecodeError):  # not written yet, or a line half-written
-            pass
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("algo, own", [
     ("rloo", ["--save_interval", 4]),
     # two passes per rollout: the save due at step 3 waits for the rollout's end, and the critic is saved with it
@@ -68,8 +46,8 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     whole = tmp_path / "whole"
     run_step3(rlhf_args(actor_dir, reward_dir, whole, *common), env=inject)
     out = tmp_path / "killed"
-    proc = _start(rlhf_args(actor_dir, reward_dir, out, *common), inject)
-    _wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
+    proc = start_step3(rlhf_args(actor_dir, reward_dir, out, *common), inject)
+    wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "eval_results.json").exists()
@@ -86,8 +64,8 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
 
 def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, inject, tmp_path):
     out = tmp_path / "run"
-    proc = _start(rlhf_args(actor_dir, reward_dir, out), inject)
-    _wait_until(lambda: any(m["split"] == "train" for m in read_metrics(out)), proc)
+    proc = start_step3(rlhf_args(actor_dir, reward_dir, out), inject)
+    wait_until(lambda: any(m["split"] == "train" for m in read_metrics(out)), proc)
     os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 75 and "preempted: checkpoint saved at step" in stderr, stderr[-3000:]
