@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from conftest import read_metrics, rlhf_args, run_step3, start_step3, wait_until
+from conftest import read_metrics, rlhf_args, run_step3, start_step3, wait_until, write_jsonl
 
 TIMING = ("time", "elapsed_s", "tokens_per_s", "mfu", "generate_s", "score_s", "generated_tokens_per_s")
 
@@ -94,3 +94,18 @@ def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration
     ours, theirs = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)
     assert _untimed(out)[-1] == _untimed(whole)[-1]
+
+
+def test_pairs_whose_prompts_differ_are_refused_or_counted_as_in_step_2(actor_dir, tmp_path):
+    """An HH transcript pair whose chosen and rejected differ before the last answer names its file and line, or
+    with --on_bad_row skip is skipped and counted."""
+    good = [{"chosen": f"\n\nHuman: Is {n} even?\n\nAssistant: {'Yes' if n % 2 == 0 else 'No'}.",
+             "rejected": f"\n\nHuman: Is {n} even?\n\nAssistant: Maybe."} for n in range(24)]
+    bad = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Bye?\n\nAssistant: Hello."}
+    data = write_jsonl(tmp_path / "pairs.jsonl", good[:5] + [bad] + good[5:])
+    args = _dpo_args(actor_dir, tmp_path / "out", "--data_path", data, "--eval_fraction", 0.25)
+    refused = run_step3(args, check=False)
+    assert refused.returncode == 2 and f"{data}:6" in refused.stderr and "differ before the last" in refused.stderr
+    assert "Loading weights" not in refused.stderr
+    counted = run_step3(args + ["--on_bad_row", "skip"])
+    assert "skipped 1 bad rows" in counted.stdout + counted.stderr
