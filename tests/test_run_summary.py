@@ -30,14 +30,18 @@ def test_summary_lines_and_curves(tmp_path):
     rm = _step(tmp_path / "step2_reward_model", [{"split": "eval", "step": 0, "loss": 0.7, "accuracy": 0.5},
                                                  _train(1, 0.6), {"split": "eval", "step": 1, "loss": 0.5,
                                                                   "accuracy": 0.625}, _train(2, 0.4)], None)
+    dpo = _step(tmp_path / "step3_dpo", [{"split": "eval", "step": 0, "pair_loss": 0.693, "pair_accuracy": 0.0},
+                                         _train(1, 0.6), {"split": "eval", "step": 1, "pair_loss": 0.4,
+                                                          "pair_accuracy": 0.875}], {"pair_accuracy": 0.875})
     (tmp_path / "logs").mkdir()
-    assert step_dirs(tmp_path) == [sft, rm] and step_dirs(sft) == [sft]
+    assert step_dirs(tmp_path) == [sft, rm, dpo] and step_dirs(sft) == [sft]
     assert summary_line(sft, [json.loads(l) for l in (sft / "metrics.jsonl").read_text().splitlines()]) == \
         "step1_sft: perplexity 7.389 before training, 2.718 after 2 steps"
     proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1] == "step2_reward_model: accuracy 0.5 before training, 0.625 at step 1 (unfinished)"
+    assert proc.stdout.splitlines()[2] == "step3_dpo: pair_accuracy 0 before training, 0.875 after 1 steps"
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
 
 

@@ -41,17 +41,18 @@ def score_histogram(chosen: torch.Tensor, rejected: torch.Tensor, path: str | Pa
 
 def training_curves(metrics: dict[str, list[dict]], path: str | Path) -> Path:
     """Each step's training loss per optimizer step, with its evaluations on top: a run that diverged, stalled or
-    overfit shows at once. A step-3 run plots its reward instead, whose loss says little."""
+    overfit shows at once. A step-3 run that samples plots its reward instead, whose loss says little."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), dpi=120, squeeze=False)
     for ax, (name, rows) in zip(axes[0], metrics.items()):
         train = [r for r in rows if r["split"] == "train"]
         evals = [r for r in rows if r["split"] == "eval"]
-        key = "reward" if any("kl_to_reference" in r for r in evals) else "loss"
+        key = "reward" if train and "reward" in train[0] else "loss"
+        held = key if not evals or key in evals[0] else f"pair_{key}"  # DPO's held-out figures are its pairs'
         ax.plot([r["step"] for r in train], [r[key] for r in train], color="tab:blue", alpha=0.5, lw=1,
                 label=f"train {key} (per step)")
-        ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color="tab:orange",
-                label=f"held-out {key}")
+        ax.plot([r["step"] for r in evals], [r[held] for r in evals], "o-", color="tab:orange",
+                label=f"held-out {held}")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(key)
         ax.set_title(name)

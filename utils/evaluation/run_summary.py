@@ -16,7 +16,7 @@ from utils.evaluation.policy_comparison import compare_policies
 from utils.models.export import FINISHED
 
 # The figure each kind of step is judged by: the first of these that its evaluations report.
-HEADLINE = ("perplexity", "accuracy", "reward")
+HEADLINE = ("perplexity", "accuracy", "pair_accuracy", "reward")  # DPO's: its held-out preference accuracy
 
 
 def step_dirs(run_dir: Path) -> list[Path]:
