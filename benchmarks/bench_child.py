@@ -1,12 +1,13 @@
 """One trainer in its own process, so that each peak RSS is its own: `ours` runs one of our entrypoints unchanged,
-`trl` runs trl.RewardTrainer, `trl_rloo` trl.RLOOTrainer. Each writes a JSON result (peak RSS, torch threads, and
-pad counts or TRL's timing).
+`trl` runs trl.RewardTrainer, `trl_rloo` trl.RLOOTrainer, `trl_dpo` trl.DPOTrainer. Each writes a JSON result (peak
+RSS, torch threads, and pad counts or TRL's timing).
 
 Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID|none -- main.py ARGS...
-       python benchmarks/bench_child.py trl|trl_rloo RESULT.json SPEC.json
+       python benchmarks/bench_child.py trl|trl_rloo|trl_dpo RESULT.json SPEC.json
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import runpy
@@ -17,12 +18,19 @@ from typing import Callable
 import torch
 
 
+def pair_key(chosen: list[int], rejected: list[int]) -> str:
+    """A short name for a pair's token ids: the harness finds a trainer's batch order, and checks its ids, by it."""
+    return hashlib.sha1(json.dumps([chosen, rejected]).encode()).hexdigest()[:16]
+
+
 class PadCounter:
-    """Wraps a collate function to count the positions computed and those that are pad, whatever the layout."""
+    """Wraps a collate function to count the positions computed and those that are pad, whatever the layout, and to
+    note the pairs it collates, in order, by pair_key."""
 
     def __init__(self, collate: Callable, pad_id: int) -> None:
         self.collate, self.pad_id = collate, pad_id
         self.tokens = self.positions = self.batches = 0
+        self.order: list[str] = []
 
     def __call__(self, examples: list) -> dict[str, torch.Tensor]:
         batch = self.collate(examples)
@@ -30,6 +38,7 @@ class PadCounter:
         self.tokens += int((ids != self.pad_id).sum())
         self.positions += ids.numel()
         self.batches += 1
+        self.order += [pair_key(e["chosen"], e["rejected"]) for e in examples if "chosen" in e]
         return batch
 
     def counts(self) -> dict[str, int]:
@@ -53,7 +62,8 @@ def run_ours(pad_id: int | None, argv: list[str]) -> dict[str, object]:
         loop.train_loader = counted_loader
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
-    return {"collate_counts": counters[0].counts() if counters else None}
+    return {"collate_counts": counters[0].counts() if counters else None,
+            "pair_order": counters[0].order if counters else None}
 
 
 def main() -> None:
@@ -61,6 +71,10 @@ def main() -> None:
     if mode == "ours":
         pad_id = None if sys.argv[3] == "none" else int(sys.argv[3])
         result = run_ours(pad_id, sys.argv[sys.argv.index("--") + 1:])
+    elif mode == "trl_dpo":
+        from bench_trl_dpo import run_trl_dpo
+
+        result = run_trl_dpo(json.loads(Path(sys.argv[3]).read_text()), PadCounter)
     elif mode == "trl_rloo":
         from bench_trl_rloo import run_trl_rloo
 

@@ -74,11 +74,12 @@ def require_trl() -> str:
     return version
 
 
-def build_model(out_dir: Path, vocab_size: int, args: argparse.Namespace) -> int:
-    """A random-weight OPT reward model (score head included, so every trainer starts from the same weights),
-    saved beside the tokenizer; dropout off, as TRL turns it off. Returns its parameter count."""
+def build_model(out_dir: Path, vocab_size: int, args: argparse.Namespace, causal_lm: bool = False) -> int:
+    """A random-weight OPT reward model (score head included, so every trainer starts from the same weights), or
+    with `causal_lm` a policy of the same shape, saved beside the tokenizer; dropout off, as TRL turns it off.
+    Returns its parameter count."""
     import torch
-    from transformers import AutoTokenizer, OPTConfig, OPTForSequenceClassification
+    from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM, OPTForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     torch.manual_seed(args.seed)
@@ -87,7 +88,7 @@ def build_model(out_dir: Path, vocab_size: int, args: argparse.Namespace) -> int
                        max_position_embeddings=max(512, args.max_seq_len), dropout=0.0, attention_dropout=0.0,
                        activation_dropout=0.0, layerdrop=0.0, num_labels=1, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = OPTForSequenceClassification(config)
+    model = (OPTForCausalLM if causal_lm else OPTForSequenceClassification)(config)
     model.save_pretrained(out_dir)
     return sum(p.numel() for p in model.parameters())
 
