@@ -11,6 +11,7 @@ from utils.data.synthetic import generate_pairs
 from utils.errors import UserError
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
+from utils.objectives import dpo
 from utils.objectives.dpo import DPOObjective, answer_log_probs, collate_preferences, precompute_reference
 from utils.objectives.losses import dpo_loss
 from utils.objectives.online_dpo import best_and_worst
@@ -52,10 +53,12 @@ def test_pairs_mark_where_each_answer_starts_and_end_with_the_eos(opt_dir):
 
 
 @pytest.mark.parametrize("family", ["opt", "llama"])
-def test_one_row_per_pair_gives_the_log_probs_loss_and_gradients_of_two_sequences(family, opt_dir, llama_dir):
+def test_one_row_per_pair_gives_the_log_probs_loss_and_gradients_of_two_sequences(family, opt_dir, llama_dir,
+                                                                                    monkeypatch):
     """Against each answer's log-probability computed in its own sequence alone, and the two-sequence layout's loss
-    and gradients, to 1e-5 (planted: the rejected answer's tokens predicted from the chosen row's positions, and
-    the log-probs differ by nats)."""
+    and gradients, to 1e-5, whether the output layer sees only the answer positions or every one (planted: the
+    rejected answer's tokens predicted from the chosen row's positions, and the log-probs differ by nats; or the
+    kept positions taken rejected-first)."""
     model_dir = str(opt_dir if family == "opt" else llama_dir)
     tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
     pairs = _pairs(tokenizer)
@@ -86,6 +89,9 @@ def test_one_row_per_pair_gives_the_log_probs_loss_and_gradients_of_two_sequence
     for name, grad in plain_grads.items():
         assert torch.allclose(shared_grads[name], grad, atol=1e-5), name
     rows = collate_preferences(pairs, tokenizer.pad_token_id, True)
+    monkeypatch.setattr(dpo, "keeps_logits", lambda model: False)  # a model without logits_to_keep
+    with torch.no_grad():
+        assert torch.allclose(answer_log_probs(model, rows), shared, atol=1e-5)
     assert rows["num_tokens"] < 0.9 * sum(len(p["chosen"]) + len(p["rejected"]) for p in pairs)
 
 

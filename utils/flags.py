@@ -105,10 +105,11 @@ def _training_flags(parser: argparse.ArgumentParser, step: int) -> None:
 def _speed_flags(parser: argparse.ArgumentParser, step: int) -> None:
     """Batching and speed: what fills a batch and how it is measured."""
     speed = parser.add_argument_group("batching and speed")
-    speed.add_argument("--length_grouping", choices=["on", "off"], default="on" if step == 2 else "off",
+    speed.add_argument("--length_grouping", choices=["on", "off"], default="off" if step == 1 else "on",
                        help="on: sort each seeded mega-batch of 64 batches by length, then shuffle the batches, so "
-                            "padding becomes rare; off: plain shuffled order. Default: %(default)s (step 2 gains the "
-                            "most; in step 1 uniform-length batches cost perplexity, and --packing has no padding).")
+                            "padding becomes rare; off: plain shuffled order. Default: %(default)s (pairs gain the "
+                            "most: step 2, and step 3's --algo dpo, the one step-3 algorithm it applies to; in step 1 "
+                            "uniform-length batches cost perplexity, and --packing has no padding).")
     speed.add_argument("--pad_to_max_len", action="store_true",
                        help="Pad every row to --max_seq_len, as DeepSpeed-Chat does (slower; for parity checks).")
     speed.add_argument("--peak_tflops", type=float, default=None,

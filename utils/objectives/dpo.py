@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -26,6 +28,7 @@ from utils.data.cache import fingerprint
 from utils.engine.loop import eval_batches
 from utils.errors import UserError
 from utils.models.loading import additive_mask
+from utils.models.lora import WithoutAdapters
 from utils.models.shared_prompt import shared_length, shared_rows
 from utils.objectives.losses import dpo_loss
 
@@ -87,16 +90,34 @@ def collate_preferences(pairs: list[Pair], pad_id: int, shared: bool = True) -> 
     return batch
 
 
+def keeps_logits(model: nn.Module) -> bool:
+    """Whether the causal LM inside `model` (an engine, a PEFT model, the actor without adapters) can project only
+    given positions of each row onto the vocabulary (transformers 5's `logits_to_keep`)."""
+    inner = model.model if isinstance(model, WithoutAdapters) else getattr(model, "module", model)
+    if isinstance(inner, PeftModel):
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def answer_log_probs(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(2P,) each answer's summed log-probability under `model`: chosen answers, then rejected ones."""
+    """(2P,) each answer's summed log-probability under `model`: chosen answers, then rejected ones. Only the
+    positions that predict an answer token go through the output layer, where the model allows it: over a large
+    vocabulary that layer costs more than the rest of a small model."""
     device = dist.input_device(model)
     mask = batch["attention_mask"].to(device)
     if mask.dim() == 4:
         mask = additive_mask(mask, next(model.parameters()).dtype)
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                   position_ids=batch["position_ids"].to(device) if "position_ids" in batch else None).logits
-    picked = logits[batch["sequence_row"].to(device)[:, None], batch["predict_at"].to(device)].float()
-    taken = F.log_softmax(picked, dim=-1).gather(2, batch["targets"].to(device)[..., None]).squeeze(2)
+    predict_at, rows = batch["predict_at"].to(device), batch["input_ids"].size(0)
+    per_row, width = predict_at.size(0) // rows, predict_at.size(1)  # a row holds 2 answers, or 1
+    inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": mask,
+              "position_ids": batch["position_ids"].to(device) if "position_ids" in batch else None}
+    if keeps_logits(model):  # each row's answer positions, its chosen one's then its rejected one's
+        keep = predict_at.view(per_row, rows, width).transpose(0, 1).reshape(rows, per_row * width)
+        logits = model(**inputs, logits_to_keep=keep).logits
+        picked = logits.view(rows, per_row, width, -1).transpose(0, 1).reshape(per_row * rows, width, -1)
+    else:
+        picked = model(**inputs).logits[batch["sequence_row"].to(device)[:, None], predict_at]
+    taken = F.log_softmax(picked.float(), dim=-1).gather(2, batch["targets"].to(device)[..., None]).squeeze(2)
     return (taken * batch["answer_mask"].to(device)).sum(dim=1)
 
 
