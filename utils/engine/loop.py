@@ -132,7 +132,16 @@ def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[st
                              num_training_steps=total_steps)
 
     engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    skip_lone_allreduce(engine)
     return engine
+
+
+def skip_lone_allreduce(engine: deepspeed.DeepSpeedEngine) -> None:
+    """A lone data-parallel process has no gradients to average, yet DeepSpeed's stage-0 all-reduce flattens, scales
+    and copies back every gradient at each step: about 9% of a step-2 step on CPU, and gradients are the same
+    without it. ZeRO stages keep it: their reduction also partitions the gradients."""
+    if engine.dp_world_size == 1 and engine.zero_optimization_stage() == 0:
+        engine.enable_backward_allreduce = False
 
 
 def optimizer_steps(loader: DataLoader, args: argparse.Namespace, updates_per_batch: int = 1) -> int:
