@@ -52,7 +52,7 @@ STEP3 = REPO / "training" / "step3_rlhf_finetuning" / "main.py"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "dpo_latest.json")
-    parser.add_argument("--steps", type=int, default=64, help="Optimizer steps for every trainer. Default: %(default)s")
+    parser.add_argument("--steps", type=int, default=32, help="Optimizer steps for every trainer. Default: %(default)s")
     parser.add_argument("--batch_pairs", type=int, default=8, help="Pairs per optimizer step. Default: %(default)s")
     parser.add_argument("--max_seq_len", type=int, default=512, help="Default: %(default)s")
     parser.add_argument("--eval_pairs", type=int, default=16, help="Our trainer's (untimed) eval set.")
