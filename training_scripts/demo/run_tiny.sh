@@ -4,9 +4,9 @@
 # data, split 2,4,1 between the three steps. Step 1 fine-tunes it on its share plus synthetic_flawed, whose answers
 # are a quarter rude, evasive or looping, so that the policy has flaws to lose; prompt_eval.py shows its answers next
 # to the untrained model's. Step 2 trains a reward model from the step-1 output, and rw_eval.py evaluates it on
-# held-out pairs. Step 3 improves the step-1 policy with that reward model three times, by RLOO, RAFT and PPO, on
-# its own prompts. The last lines sum up, with a before/PPO/RAFT/RLOO table; OUTPUT/training_curves.png shows the
-# losses and step 3's rewards.
+# held-out pairs. Step 3 improves the step-1 policy with that reward model four times, by RLOO, RAFT, PPO and online
+# DPO, on its own prompts, and once by offline DPO on step 2's pairs. The last lines sum up, with a before/ONLINE_DPO/
+# PPO/RAFT/RLOO table; OUTPUT/training_curves.png shows the losses and step 3's rewards.
 #   bash training_scripts/demo/run_tiny.sh [extra flags for every step]
 # Overrides: MODEL (default: the tiny model, built into OUTPUT/base), DATA, OUTPUT, ZERO_STAGE, NUM_GPUS
 # (processes; see training_scripts/common.sh).
@@ -33,10 +33,14 @@ run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" --model_name_or_p
   --data_path "${DATA_SOURCES[@]}" --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" \
   --check_pipeline
 # 288 optimizer steps each; PPO takes 2 passes over each rollout, so it samples half as many, and pays twice the
-# KL weight per token: at 0.1 its answers narrowed to 0.63 of their starting distinct-2.
+# KL weight per token: at 0.1 its answers narrowed to 0.63 of their starting distinct-2. Online DPO: 4 iterations of
+# 64 prompts, 8 updates each; only prompts whose best answer beats the worst by more than 4 (a flawed answer against
+# a good one) make a pair: learning the small gaps between good answers narrowed them to 0.6 of their distinct-2.
 declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4"
-                [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4 --kl_ctl 0.2")
-for algo in rloo raft ppo; do
+                [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4 --kl_ctl 0.2"
+                [online_dpo]="--prompts_per_iteration 64 --num_iterations 4 --tie_threshold 4")
+OWN[online_dpo]+=" --actor_learning_rate 2e-4 --lr_scheduler_type constant"
+for algo in rloo raft ppo online_dpo; do
   read -ra own <<< "${OWN[$algo]}"
   train rlhf "$OUTPUT/step3_rlhf/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \
     --critic_model_name_or_path "$OUTPUT/step2_reward_model" --num_padding_at_beginning 1 \
@@ -46,4 +50,9 @@ for algo in rloo raft ppo; do
     --actor_dropout 0.0 --eval_interval 100 --per_device_eval_batch_size 64 --eval_iters 2 --judge synthetic \
     "${own[@]}" "$@"
 done
+# Offline DPO on step 2's pairs, no reward model: its figure is the held-out preference accuracy.
+train rlhf "$OUTPUT/step3_dpo" --algo dpo --actor_model_name_or_path "$OUTPUT/step1_sft" \
+  --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --max_seq_len 128 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
+  --per_device_training_batch_size 32 --per_device_eval_batch_size 64 --eval_iters 7 --actor_learning_rate 2e-4 \
+  --actor_weight_decay 0.0 --actor_dropout 0.0 --beta 0.1 "$@"
 summarize
