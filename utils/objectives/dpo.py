@@ -18,7 +18,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from peft import PeftModel
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -91,11 +90,9 @@ def collate_preferences(pairs: list[Pair], pad_id: int, shared: bool = True) -> 
 
 
 def keeps_logits(model: nn.Module) -> bool:
-    """Whether the causal LM inside `model` (an engine, a PEFT model, the actor without adapters) can project only
+    """Whether the causal LM inside `model` (itself, its engine, or the actor without adapters) can project only
     given positions of each row onto the vocabulary (transformers 5's `logits_to_keep`)."""
     inner = model.model if isinstance(model, WithoutAdapters) else getattr(model, "module", model)
-    if isinstance(inner, PeftModel):
-        inner = inner.get_base_model()
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
