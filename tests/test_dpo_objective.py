@@ -58,7 +58,7 @@ def test_one_row_per_pair_gives_the_log_probs_loss_and_gradients_of_two_sequence
     """Against each answer's log-probability computed in its own sequence alone, and the two-sequence layout's loss
     and gradients, to 1e-5, whether the output layer sees only the answer positions or every one (planted: the
     rejected answer's tokens predicted from the chosen row's positions, and the log-probs differ by nats; or the
-    kept positions taken rejected-first)."""
+    kept positions' index off by one)."""
     model_dir = str(opt_dir if family == "opt" else llama_dir)
     tokenizer = load_tokenizer(model_dir, "end", append_eos=False)
     pairs = _pairs(tokenizer)

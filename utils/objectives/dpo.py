@@ -98,24 +98,27 @@ def keeps_logits(model: nn.Module) -> bool:
 
 def answer_log_probs(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(2P,) each answer's summed log-probability under `model`: chosen answers, then rejected ones. Only the
-    positions that predict an answer token go through the output layer, where the model allows it: over a large
+    positions that predict an answer token go through the output layer and the softmax, each once (in a shared row
+    both answers' first tokens are predicted at the prompt's last position), where the model allows it: over a large
     vocabulary that layer costs more than the rest of a small model."""
     device = dist.input_device(model)
     mask = batch["attention_mask"].to(device)
     if mask.dim() == 4:
         mask = additive_mask(mask, next(model.parameters()).dtype)
-    predict_at, rows = batch["predict_at"].to(device), batch["input_ids"].size(0)
-    per_row, width = predict_at.size(0) // rows, predict_at.size(1)  # a row holds 2 answers, or 1
+    predict_at, answers = batch["predict_at"].to(device), batch["answer_mask"].to(device)
+    rows = batch["sequence_row"].to(device)[:, None].expand_as(predict_at)
+    keep = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=device)
+    keep[rows[answers], predict_at[answers]] = True
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": mask,
               "position_ids": batch["position_ids"].to(device) if "position_ids" in batch else None}
-    if keeps_logits(model):  # each row's answer positions, its chosen one's then its rejected one's
-        keep = predict_at.view(per_row, rows, width).transpose(0, 1).reshape(rows, per_row * width)
-        logits = model(**inputs, logits_to_keep=keep).logits
-        picked = logits.view(rows, per_row, width, -1).transpose(0, 1).reshape(per_row * rows, width, -1)
+    if keeps_logits(model):
+        logits = model(**inputs, logits_to_keep=keep).logits  # (kept positions, vocabulary), row by row
     else:
-        picked = model(**inputs).logits[batch["sequence_row"].to(device)[:, None], predict_at]
-    taken = F.log_softmax(picked.float(), dim=-1).gather(2, batch["targets"].to(device)[..., None]).squeeze(2)
-    return (taken * batch["answer_mask"].to(device)).sum(dim=1)
+        logits = model(**inputs).logits[keep]
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    kept_index = (keep.view(-1).cumsum(0) - 1).view(keep.shape)[rows, predict_at]  # pads land anywhere: masked
+    taken = log_probs[kept_index, batch["targets"].to(device)]
+    return (taken * answers).sum(dim=1)
 
 
 def preference_stats(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
