@@ -1,7 +1,8 @@
 """Step 3's DPO end to end on CPU, on the tiny actor: offline DPO learns the preference of held-out pairs, repeats
 exactly from a seed, and trains the same with its reference log-probs precomputed, which a resume on other pairs
-refuses; online DPO logs each iteration's best, worst and mean rewards and its skipped ties, and a run killed after
-an iteration resumes onto the uninterrupted run's weights."""
+refuses; a pair whose prompts differ is refused with its file and line, or skipped and counted; online DPO logs each
+iteration's best, worst and mean rewards and its skipped ties, and a run killed after an iteration resumes onto the
+uninterrupted run's weights."""
 import json
 import os
 import signal
@@ -11,12 +12,22 @@ from safetensors.torch import load_file
 from transformers import pipeline
 
 from conftest import read_metrics, rlhf_args, run_step3, start_step3, wait_until, write_jsonl
+from utils.data.synthetic import generate_pairs
 
 TIMING = ("time", "elapsed_s", "tokens_per_s", "mfu", "generate_s", "score_s", "generated_tokens_per_s")
+BAD = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Bye?\n\nAssistant: Hello."}
+
+
+def _pairs_file(path, n, bad_at=None):
+    """n synthetic pairs as a JSONL file, with an HH transcript pair whose prompts differ at line bad_at."""
+    rows = [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in generate_pairs(n, seed=5)]
+    if bad_at is not None:
+        rows.insert(bad_at - 1, BAD)
+    return write_jsonl(path, rows)
 
 
 def _dpo_args(actor, out, *extra):
-    return ["--algo", "dpo", "--actor_model_name_or_path", actor, "--data_path", "synthetic:300", "--data_split",
+    return ["--algo", "dpo", "--actor_model_name_or_path", actor, "--data_split",
             "0,1,0", "--max_seq_len", 64, "--per_device_training_batch_size", 8, "--per_device_eval_batch_size", 32,
             "--eval_iters", 2, "--actor_learning_rate", 2e-3, "--lr_scheduler_type", "constant", "--actor_dropout",
             0.0, "--dtype", "fp32", "--beta", 0.5, "--output_dir", out, *extra]
@@ -32,11 +43,13 @@ def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_refer
     gives the same metrics and weights; precomputed reference log-probs give the same losses, with no reference
     kept, and a resume on other pairs is refused before any model loads (planted: no fingerprint check, and the
     resumed run trains on)."""
+    data = ["--data_path", _pairs_file(tmp_path / "pairs.jsonl", 300, bad_at=6), "--on_bad_row", "skip"]
     runs = {name: tmp_path / name for name in ("dpo", "again", "precomputed")}
     for name, out in runs.items():
         extra = (["--precompute_ref_log_probs", "--save_interval", 10] if name == "precomputed"
                  else ["--critic_model_name_or_path", reward_dir])  # held-out prompts sampled and scored too
-        proc = run_step3(_dpo_args(actor_dir, out, *extra))
+        proc = run_step3(_dpo_args(actor_dir, out, *data, *extra))
+        assert "skipped 1 bad rows" in proc.stdout + proc.stderr  # the pair whose prompts differ, counted
     assert "reference log-probs computed for every pair" in proc.stdout + proc.stderr
     assert "reference 0." not in proc.stdout + proc.stderr  # no reference held while training
     metrics = _untimed(runs["dpo"])
@@ -55,19 +68,19 @@ def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_refer
 
     out = runs["precomputed"]  # as a killed run leaves it: checkpoints, the reference log-probs, no export
     (out / "eval_results.json").unlink()
-    refused = run_step3(_dpo_args(actor_dir, out, "--precompute_ref_log_probs", "--resume", "--data_path",
-                                  "synthetic:301"), check=False)
+    other = ["--data_path", _pairs_file(tmp_path / "other.jsonl", 299)]
+    refused = run_step3(_dpo_args(actor_dir, out, *other, "--precompute_ref_log_probs", "--resume"), check=False)
     assert refused.returncode == 2 and refused.stderr.count("error: --precompute_ref_log_probs: ") == 1, \
         refused.stderr[-2000:]
     assert "Loading weights" not in refused.stderr
-    resumed = run_step3(_dpo_args(actor_dir, out, "--precompute_ref_log_probs", "--resume"))
+    resumed = run_step3(_dpo_args(actor_dir, out, *data, "--precompute_ref_log_probs", "--resume"))
     assert "reference log-probs computed" not in resumed.stdout + resumed.stderr  # read back, not recomputed
 
 
 def _online_args(actor_dir, reward_dir, out, *extra):
     return rlhf_args(actor_dir, reward_dir, out, "--algo", "online_dpo", "--data_path", "synthetic:100",
-                     "--prompts_per_iteration", 8, "--num_iterations", 4, "--beta", 0.5, "--save_interval", 2, "--tie_threshold", 1,
-                     *extra)
+                     "--prompts_per_iteration", 8, "--num_iterations", 4, "--beta", 0.5, "--save_interval", 2,
+                     "--tie_threshold", 1, *extra)
 
 
 def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration(actor_dir, reward_dir, inject,
@@ -96,16 +109,9 @@ def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration
     assert _untimed(out)[-1] == _untimed(whole)[-1]
 
 
-def test_pairs_whose_prompts_differ_are_refused_or_counted_as_in_step_2(actor_dir, tmp_path):
-    """An HH transcript pair whose chosen and rejected differ before the last answer names its file and line, or
-    with --on_bad_row skip is skipped and counted."""
-    good = [{"chosen": f"\n\nHuman: Is {n} even?\n\nAssistant: {'Yes' if n % 2 == 0 else 'No'}.",
-             "rejected": f"\n\nHuman: Is {n} even?\n\nAssistant: Maybe."} for n in range(24)]
-    bad = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Bye?\n\nAssistant: Hello."}
-    data = write_jsonl(tmp_path / "pairs.jsonl", good[:5] + [bad] + good[5:])
-    args = _dpo_args(actor_dir, tmp_path / "out", "--data_path", data, "--eval_fraction", 0.25)
-    refused = run_step3(args, check=False)
+def test_a_pair_whose_prompts_differ_is_refused_with_its_file_and_line(actor_dir, tmp_path):
+    """As in step 2, before any model loads; with --on_bad_row skip it is counted (the first test)."""
+    data = _pairs_file(tmp_path / "pairs.jsonl", 30, bad_at=6)
+    refused = run_step3(_dpo_args(actor_dir, tmp_path / "out", "--data_path", data), check=False)
     assert refused.returncode == 2 and f"{data}:6" in refused.stderr and "differ before the last" in refused.stderr
     assert "Loading weights" not in refused.stderr
-    counted = run_step3(args + ["--on_bad_row", "skip"])
-    assert "skipped 1 bad rows" in counted.stdout + counted.stderr
