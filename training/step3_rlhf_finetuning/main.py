@@ -164,7 +164,8 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
                 pair["ref"] = value
     if reward_model is not None:
         reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, engine.device)
-    _log_weights(run, {"policy": engine, "reference": reference, "reward model": reward_model})
+    _log_weights(run, {"policy": engine, "reference": None if isinstance(reference, WithoutAdapters) else reference,
+                       "reward model": reward_model})
     objective = DPOObjective(args.beta, args.dpo_loss, args.label_smoothing, reference)
     pairs_eval = eval_loader(eval_pairs, args.per_device_eval_batch_size, collate)
     policy = None if reward_model is None else PolicyObjective(
