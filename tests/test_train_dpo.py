@@ -28,7 +28,7 @@ def _pairs_file(path, n, bad_at=None):
 
 def _dpo_args(actor, out, *extra):
     return ["--algo", "dpo", "--actor_model_name_or_path", actor, "--data_split",
-            "0,1,0", "--max_seq_len", 64, "--per_device_training_batch_size", 8, "--per_device_eval_batch_size", 32,
+            "0,1,0", "--max_seq_len", 64, "--per_device_training_batch_size", 8, "--per_device_eval_batch_size", 16,
             "--eval_iters", 2, "--actor_learning_rate", 2e-3, "--lr_scheduler_type", "constant", "--actor_dropout",
             0.0, "--dtype", "fp32", "--beta", 0.5, "--output_dir", out, *extra]
 
@@ -43,10 +43,10 @@ def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_refer
     gives the same metrics and weights; precomputed reference log-probs give the same losses, with no reference
     kept, and a resume on other pairs is refused before any model loads (planted: no fingerprint check, and the
     resumed run trains on)."""
-    data = ["--data_path", _pairs_file(tmp_path / "pairs.jsonl", 300, bad_at=6), "--on_bad_row", "skip"]
+    data = ["--data_path", _pairs_file(tmp_path / "pairs.jsonl", 160, bad_at=6), "--on_bad_row", "skip"]
     runs = {name: tmp_path / name for name in ("dpo", "again", "precomputed")}
     for name, out in runs.items():
-        extra = (["--precompute_ref_log_probs", "--save_interval", 10] if name == "precomputed"
+        extra = (["--precompute_ref_log_probs", "--save_interval", 6] if name == "precomputed"
                  else ["--critic_model_name_or_path", reward_dir])  # held-out prompts sampled and scored too
         proc = run_step3(_dpo_args(actor_dir, out, *data, *extra))
         assert "skipped 1 bad rows" in proc.stdout + proc.stderr  # the pair whose prompts differ, counted
@@ -68,7 +68,7 @@ def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_refer
 
     out = runs["precomputed"]  # as a killed run leaves it: checkpoints, the reference log-probs, no export
     (out / "eval_results.json").unlink()
-    other = ["--data_path", _pairs_file(tmp_path / "other.jsonl", 299)]
+    other = ["--data_path", _pairs_file(tmp_path / "other.jsonl", 159)]
     refused = run_step3(_dpo_args(actor_dir, out, *other, "--precompute_ref_log_probs", "--resume"), check=False)
     assert refused.returncode == 2 and refused.stderr.count("error: --precompute_ref_log_probs: ") == 1, \
         refused.stderr[-2000:]

@@ -213,22 +213,26 @@ class PolicyObjective:
             metrics["kl_to_reference"] = sum(merged["kl"]) / n
         if self.judge is not None:
             metrics["flawed_share"] = self.judge([str(p) for p in merged["prompts"]], merged["sampled"])
-        self._compare_with_start(metrics, merged, output_dir)
+        self._compare_with_start(metrics, merged, output_dir, step)
         if dist.is_main():
             with (output_dir / "samples.jsonl").open("a") as handle:
                 for i in range(n):
                     handle.write(json.dumps({"step": step} | {key: merged[key][i] for key in merged}) + "\n")
         return metrics
 
-    def _compare_with_start(self, metrics: dict[str, float], merged: dict[str, list], output_dir: Path) -> None:
+    def _compare_with_start(self, metrics: dict[str, float], merged: dict[str, list], output_dir: Path,
+                            step: int) -> None:
+        """Every process keeps the step-0 evaluation, and the first writes it for a resumed run to read back; the
+        step decides which it is, not the file, which another process may be writing at that moment."""
         path = output_dir / EVAL_BEFORE
-        if not self.before and path.exists():
-            self.before = json.loads(path.read_text())
-        if not self.before:  # this is the step-0 evaluation
+        if step == 0:
             self.before = metrics | {"sampled_reward": merged["sampled_reward"]}
             if dist.is_main():
-                path.write_text(json.dumps(self.before) + "\n")
+                path.with_suffix(".tmp").write_text(json.dumps(self.before) + "\n")
+                path.with_suffix(".tmp").replace(path)
             return
+        if not self.before:  # a resumed run
+            self.before = json.loads(path.read_text())
         start = self.before["sampled_reward"]
         metrics["win_rate"] = sum(now > then for now, then in zip(merged["sampled_reward"], start)) / len(start)
         for key in ("reward", "distinct2", "flawed_share"):
