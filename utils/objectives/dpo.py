@@ -36,9 +36,9 @@ REFERENCE_FILE = "reference_log_probs.json"  # --precompute_ref_log_probs, kept 
 
 
 def _answer_index(pairs: list[Pair], where: Callable[[int, int, int], int]) -> dict[str, torch.Tensor]:
-    """For chosen answers (pairs 0..P-1), then rejected ones: the row of each sequence, and for each answer token
-    the row position whose logits predict it (`where(pair, side, token index)` places a token of a sequence) and
-    the token itself."""
+    """For chosen answers (pairs 0..P-1), then rejected ones, and each of their tokens: the row position whose
+    logits predict it (`where(pair, side, token index)` places a token of a sequence in its row), the token itself,
+    and a mask over the answer's length."""
     answers = [(i, side, pair[name], pair["starts"][side]) for side, name in enumerate(("chosen", "rejected"))
                for i, pair in enumerate(pairs)]
     width = max(len(ids) - start for _, _, ids, start in answers)
