@@ -151,9 +151,8 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
     if not saved:
         reference = _ready_reference(reference, engine, run, args)
     if args.precompute_ref_log_probs and not saved:
-        with torch.no_grad():
-            saved = [precompute_reference(reference, pairs, tokenizer.pad_token_id, shared,
-                                          args.per_device_eval_batch_size) for pairs in (train_pairs, eval_pairs)]
+        saved = [precompute_reference(reference, pairs, tokenizer.pad_token_id, shared,
+                                      args.per_device_eval_batch_size) for pairs in (train_pairs, eval_pairs)]
         save_reference_log_probs(args, train_pairs, eval_pairs, saved)
         run.log.info("reference log-probs computed for every pair and kept in --output_dir; the reference is freed")
         reference = None
