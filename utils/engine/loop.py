@@ -21,7 +21,13 @@ from utils import distributed as dist
 from utils.data.sampling import TrainSampler
 from utils.engine.checkpoint import Position, load_checkpoint, save_checkpoint
 from utils.engine.ds_config import frozen_config
-from utils.engine.guards import Preemption, checked_grad_norm, plain_grad_norm, skip_non_finite_loss
+from utils.engine.guards import (
+    Preemption,
+    checked_grad_norm,
+    keep_clipping_norm,
+    plain_grad_norm,
+    skip_non_finite_loss,
+)
 from utils.engine.run_log import RunLog
 from utils.engine.throughput import Throughput, measured_peak_flops
 from utils.errors import Preempted
@@ -133,6 +139,7 @@ def build_engine(module: nn.Module, args: argparse.Namespace, ds_config: dict[st
 
     engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     skip_lone_allreduce(engine)
+    keep_clipping_norm(engine)
     return engine
 
 
