@@ -7,42 +7,14 @@ Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID|none -- main.py 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import runpy
 import sys
 from pathlib import Path
-from typing import Callable
 
 import torch
-
-
-def pair_key(chosen: list[int], rejected: list[int]) -> str:
-    """A short name for a pair's token ids: the harness finds a trainer's batch order, and checks its ids, by it."""
-    return hashlib.sha1(json.dumps([chosen, rejected]).encode()).hexdigest()[:16]
-
-
-class PadCounter:
-    """Wraps a collate function to count the positions computed and those that are pad, whatever the layout, and to
-    note the pairs it collates, in order, by pair_key."""
-
-    def __init__(self, collate: Callable, pad_id: int) -> None:
-        self.collate, self.pad_id = collate, pad_id
-        self.tokens = self.positions = self.batches = 0
-        self.order: list[str] = []
-
-    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
-        batch = self.collate(examples)
-        ids = batch["input_ids"]
-        self.tokens += int((ids != self.pad_id).sum())
-        self.positions += ids.numel()
-        self.batches += 1
-        self.order += [pair_key(e["chosen"], e["rejected"]) for e in examples if "chosen" in e]
-        return batch
-
-    def counts(self) -> dict[str, int]:
-        return {"tokens": self.tokens, "positions": self.positions, "batches": self.batches}
+from bench_counts import PadCounter
 
 
 def run_ours(pad_id: int | None, argv: list[str]) -> dict[str, object]:
@@ -74,7 +46,7 @@ def main() -> None:
     elif mode == "trl_dpo":
         from bench_trl_dpo import run_trl_dpo
 
-        result = run_trl_dpo(json.loads(Path(sys.argv[3]).read_text()), PadCounter)
+        result = run_trl_dpo(json.loads(Path(sys.argv[3]).read_text()))
     elif mode == "trl_rloo":
         from bench_trl_rloo import run_trl_rloo
 
@@ -82,7 +54,7 @@ def main() -> None:
     else:
         from bench_trl import run_trl
 
-        result = run_trl(json.loads(Path(sys.argv[3]).read_text()), PadCounter)
+        result = run_trl(json.loads(Path(sys.argv[3]).read_text()))
     result |= {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "torch_threads": torch.get_num_threads()}
     result_path.write_text(json.dumps(result))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench_counts import PadCounter
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
@@ -41,11 +42,11 @@ def settings(spec: dict[str, Any]) -> dict[str, Any]:
                 dataloader_num_workers=0, seed=spec["seed"], disable_dropout=True)
 
 
-def run_trl(spec: dict[str, Any], counter_class: type) -> dict[str, Any]:
+def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     """Train, and return the loop time, the pad counts of TRL's own collator, and TRL's token ids for checking."""
     config = RewardConfig(**settings(spec))
     clock = LoopClock()
-    counter = counter_class(DataCollatorForPreference(pad_token_id=spec["pad_id"]), spec["pad_id"])
+    counter = PadCounter(DataCollatorForPreference(pad_token_id=spec["pad_id"]), spec["pad_id"])
     trainer = RewardTrainer(model=spec["model_dir"], args=config, train_dataset=Dataset.from_list(spec["rows"]),
                             data_collator=counter, callbacks=[clock])
     ids = [[row["chosen_ids"], row["rejected_ids"]] for row in trainer.train_dataset]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench_counts import PadCounter, pair_key
 from bench_trl import LoopClock
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -41,15 +42,13 @@ def settings(spec: dict[str, Any]) -> dict[str, Any]:
                 report_to=[], logging_steps=1, dataloader_num_workers=0, seed=spec["seed"])
 
 
-def run_trl_dpo(spec: dict[str, Any], counter_class: type) -> dict[str, Any]:
+def run_trl_dpo(spec: dict[str, Any]) -> dict[str, Any]:
     """Train, and return the loop time, the loss at every step, the pad counts of TRL's own collator, and each
     pair's token ids (as pair_key) and answer start, for the harness to check against ours."""
-    from bench_child import pair_key
-
     config = DPOConfig(**settings(spec))
     clock, losses = LoopClock(), LossLog()
-    counter = counter_class(DataCollatorForPreference(pad_token_id=spec["pad_id"], max_length=spec["max_seq_len"]),
-                            spec["pad_id"])
+    counter = PadCounter(DataCollatorForPreference(pad_token_id=spec["pad_id"], max_length=spec["max_seq_len"]),
+                         spec["pad_id"])
     trainer = DPOTrainer(model=spec["model_dir"], ref_model=None, args=config,
                          train_dataset=Dataset.from_list(spec["rows"]), data_collator=counter,
                          callbacks=[clock, losses])

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data as data  # noqa: E402
-from bench_child import pair_key  # noqa: E402
+from bench_counts import pair_key  # noqa: E402
 from reward_bench import (  # noqa: E402
     CHILD_FIGURES,
     GPT2_VOCAB,
