@@ -32,6 +32,7 @@ from reward_bench import (  # noqa: E402
     HH_FILE,
     REPO,
     build_model,
+    command_line,
     machine,
     require_trl,
     run_child,
@@ -40,6 +41,7 @@ from reward_bench import (  # noqa: E402
     warn_if_skewed,
     work_folder,
     write_jsonl,
+    write_report,
 )
 
 from utils.data.encoding import encode_preferences  # noqa: E402
@@ -212,7 +214,7 @@ def main() -> None:
         "speedup_vs_unshared": round(ours / runs["unshared"]["pairs_per_s"], 3),
         "unshared_vs_trl_dpo": round(runs["unshared"]["pairs_per_s"] / runs["trl"]["pairs_per_s"], 3),
         "pad_fraction": runs["ours"]["pad_fraction"], "largest_loss_gap_to_trl": loss_gap(runs),
-        "data": prep["pairs"].source, "command": shlex.join([sys.executable, *sys.argv]),
+        "data": prep["pairs"].source, "command": command_line(),
         "settings": {key: getattr(args, key) for key in ("steps", "batch_pairs", "max_seq_len", "learning_rate",
                                                          "beta", "precompute_ref_log_probs", "seed", "threads")}
         | {"pairs_trained": n_train, "loss": "sigmoid", "dtype": "fp32", "lr_scheduler": "constant",
@@ -230,8 +232,7 @@ def main() -> None:
         "trainers": runs, "machine": machine(args.threads), "versions": versions(trl_version),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, work)
     print(f"\nours vs TRL's DPOTrainer: {report['speedup_vs_trl_dpo']}x; vs ours unshared: "
           f"{report['speedup_vs_unshared']}x; largest loss gap to TRL {report['largest_loss_gap_to_trl']}; "
           f"whole run {report['wall_s']:.0f} s; written to {args.out}")

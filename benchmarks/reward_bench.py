@@ -35,6 +35,9 @@ PAD_TO_MAX_FLAGS = ["--no_shared_prompt", "--length_grouping", "off", "--pad_to_
 TRL_VERSION = "1.16.0"
 CHILD_FIGURES = ("peak_rss_mb", "torch_threads", "other_work_cores")
 GPT2_VOCAB = 50257
+WORK = "$WORK"
+PATHS = (f"commands run from the repository's root; {WORK} is the harness's work folder of models, data and logs "
+         "(temporary, unless --work_dir)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -225,11 +228,35 @@ def warn_if_skewed(runs: dict[str, dict[str, Any]], steps: int) -> None:
 
 @contextlib.contextmanager
 def work_folder(chosen: Path | None, prefix: str) -> Iterator[Path]:
-    """--work_dir when given (kept afterwards), else a temporary folder removed at the end."""
+    """--work_dir when given (kept afterwards), else a temporary folder removed at the end; an absolute path, which
+    write_report finds in the report's strings."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        work = chosen or Path(tmp)
+        work = (chosen or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
         yield work
+
+
+def command_line() -> str:
+    """How this harness was run, with `python` for whichever interpreter ran it."""
+    return shlex.join(["python", str(Path(sys.argv[0]).resolve()), *sys.argv[1:]])
+
+
+def portable(value: Any, work: Path) -> Any:
+    """`value` with the paths in its strings as they read on any machine: the work folder as $WORK, and the
+    repository's own files relative to its root."""
+    if isinstance(value, dict):
+        return {key: portable(item, work) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, work) for item in value]
+    if isinstance(value, str):
+        return value.replace(str(work), WORK).replace(f"{REPO}{os.sep}", "")
+    return value
+
+
+def write_report(report: dict[str, Any], out: Path, work: Path) -> None:
+    """The report as JSON, its commands run from the repository's root and its work folder named $WORK."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(portable(report, work) | {"paths": PATHS}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -248,8 +275,7 @@ def main() -> None:
                                                                    "speedup_vs_pad_to_max", "pad_fraction", "model",
                                                                    "trainers")}
     report["wall_s"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, work)
     for name, part in (("", report), ("second shape: ", report.get("second_shape"))):
         if part:
             grouped = part["speedup_vs_trl_group_by_length"]
@@ -298,7 +324,7 @@ def benchmark(args: argparse.Namespace, work: Path, trl_version: str) -> dict[st
         "speedup_vs_trl": speedup("trl"), "speedup_vs_pad_to_max": speedup("pad_to_max"),
         "speedup_vs_trl_group_by_length": speedup("trl_group_by_length") if "trl_group_by_length" in runs else None,
         "pad_fraction": runs["ours"]["pad_fraction"], "data": pairs.source,
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": command_line(),
         "steps": args.steps, "batch_pairs": args.batch_pairs, "pairs_trained": n_train,
         "max_seq_len": args.max_seq_len, "learning_rate": args.learning_rate, "seed": args.seed, "dtype": "fp32",
         "data_detail": {"pairs_read": len(pairs.rows), "skipped_bad_rows": pairs.skipped_bad,

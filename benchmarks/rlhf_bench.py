@@ -34,6 +34,7 @@ from reward_bench import (  # noqa: E402
     HERE,
     HH_FILE,
     REPO,
+    command_line,
     machine,
     require_trl,
     run_child,
@@ -41,6 +42,7 @@ from reward_bench import (  # noqa: E402
     warn_if_skewed,
     work_folder,
     write_jsonl,
+    write_report,
 )
 
 from utils.data.formatting import format_prompt  # noqa: E402
@@ -272,7 +274,7 @@ def main() -> None:
     report = {
         "speedup_vs_trl_rloo": round(ours / runs["trl"]["prompts_per_s"], 3),
         "speedup_vs_unshared": round(ours / runs["unshared"]["prompts_per_s"], 3),
-        "reward_gain": gains, "data": built["pairs"].source, "command": shlex.join([sys.executable, *sys.argv]),
+        "reward_gain": gains, "data": built["pairs"].source, "command": command_line(),
         "settings": {key: getattr(args, key) for key in ("steps", "prompts_per_step", "k", "max_new_tokens",
                                                          "max_prompt_len", "learning_rate", "kl_ctl", "seed",
                                                          "eval_prompts", "eval_samples")} | {"dtype": "fp32"},
@@ -285,8 +287,7 @@ def main() -> None:
         "trainers": runs, "machine": machine(args.threads), "versions": versions(trl_version),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, work)
     print(f"\nours vs TRL's RLOOTrainer: {report['speedup_vs_trl_rloo']}x; vs ours unshared: "
           f"{report['speedup_vs_unshared']}x; reward gains {gains['ours_minus_trl_in_standard_errors']} standard "
           f"errors apart (ours - TRL's); whole run {report['wall_s']:.0f} s; written to {args.out}")
