@@ -6,9 +6,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -74,34 +76,91 @@ def pair_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_jsonl(base / "train.jsonl", rows[:256]), write_jsonl(base / "eval.jsonl", rows[256:])
 
 
+_RESERVED: list[socket.socket] = []
+
+
 def free_port() -> str:
-    """A port no one listens on now, so that runs in parallel test workers never share a rendezvous."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
+    """A port that stays free for the run it is given to, however long that run takes to bind it.
+
+    The socket stays bound here, not listening and with SO_REUSEADDR, until the test process ends: the kernel then
+    gives the port to no other socket (no bind to port 0, no outgoing connection), while the run's rendezvous,
+    which sets SO_REUSEADDR too, listens on it. A port picked and let go would be anyone's until the run's rank 0
+    binds it, tens of seconds later on a loaded machine; then a parallel test or any other connection could take it.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    return str(sock.getsockname()[1])
+
+
+def _rank_outputs(logs: Path, launcher: str, nproc: int) -> list[tuple[str, str]]:
+    """Each rank's (stdout, stderr) from the launcher's per-rank logs (none for one process); the deepspeed launcher
+    writes both streams of a rank to one file, given here as its stdout."""
+    def read(pattern: str) -> str:
+        return "".join(path.read_text(errors="replace") for path in sorted(logs.glob(pattern)))
+
+    if nproc == 1:
+        return []
+    if launcher == "deepspeed":
+        return [(read(f"*_rank{rank}.log"), "") for rank in range(nproc)]
+    return [(read(f"*/attempt_*/{rank}/stdout.log"), read(f"*/attempt_*/{rank}/stderr.log")) for rank in range(nproc)]
+
+
+def _first_error(output: str) -> str:
+    """What stopped a rank: its first traceback, to the exception's line, or its first `error:` line."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" ")), start)
+        return "\n".join(lines[start:end + 1])[-4000:]
+    return next((line for line in lines if re.match(r"(error|preempted): ", line)), "no traceback, no error: line")
+
+
+def _report(ranks: list[tuple[str, str]], stdout: str, stderr: str) -> str:
+    """Each rank's first error and the end of its output, then the end of the launcher's (or the one process's)."""
+    return ("".join(f"--- rank {rank}: {_first_error(out + err)}\n" for rank, (out, err) in enumerate(ranks))
+            + "".join(f"--- rank {rank}, the end of its output ---\n{(out + err)[-3000:]}\n"
+                      for rank, (out, err) in enumerate(ranks))
+            + f"--- {'the launcher' if ranks else 'its output'} ---\n{stdout[-3000:]}\n{stderr[-5000:]}")
 
 
 def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed", check: bool = True,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more."""
+    """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more.
+
+    Several processes write a log per rank; the result's stdout and stderr are the launcher's followed by each
+    rank's, in rank order. A failure or a hang names each rank's first traceback, so that the rank which failed first
+    is known whatever the others printed after it (the deepspeed launcher names the last rank's command whichever
+    rank failed)."""
+    logs = Path(tempfile.mkdtemp(prefix="rank-logs-"))
     port = free_port()
     if nproc == 1:
         cmd = [sys.executable, str(script)]
     elif launcher == "deepspeed":
         cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port,
-               str(script)]
+               f"--enable_each_rank_log={logs}", str(script)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
-               str(script)]
+               "--log-dir", str(logs), "--redirects", "3", str(script)]
     base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
-                          env=base | CPU_ENV | (env or {}), cwd="/", timeout=600)  # a hang fails, not stalls CI
-    if check and proc.returncode != 0:
-        # with several processes, the rank that failed first is often not the one whose traceback ends stderr
-        errors = dict.fromkeys(line for line in proc.stderr.splitlines() if re.search(r"\w(Error|Exception): ", line))
-        raise AssertionError(f"{script.parent.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-5000:]}\nerror lines:\n" + "\n".join(list(errors)[:20]))
-    return proc
+    try:  # a session of its own, so that a hang's kill reaches every rank, not only the launcher
+        with subprocess.Popen(cmd + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=base | CPU_ENV | (env or {}), cwd="/", start_new_session=True) as popen:
+            try:
+                stdout, stderr = popen.communicate(timeout=600)
+            except (subprocess.TimeoutExpired, pytest.fail.Exception) as hang:  # ours, or pytest-timeout's
+                os.killpg(popen.pid, signal.SIGKILL)
+                stdout, stderr = popen.communicate()
+                raise AssertionError(f"{script.parent.name} hung and was killed:\n"
+                                     + _report(_rank_outputs(logs, launcher, nproc), stdout, stderr)) from hang
+        ranks = _rank_outputs(logs, launcher, nproc)
+    finally:
+        shutil.rmtree(logs)
+    if check and popen.returncode != 0:
+        raise AssertionError(f"{script.parent.name} failed ({popen.returncode}):\n" + _report(ranks, stdout, stderr))
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout + "".join(out for out, _ in ranks),
+                                       stderr + "".join(err for _, err in ranks))
 
 
 run_step1 = functools.partial(run_step, STEP1)
