@@ -1,12 +1,12 @@
 """Fixtures built on the fly: tiny models and tokenizers, preference files, and a way to run the entrypoints."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -144,13 +145,16 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
                "--log-dir", str(logs), "--redirects", "3", str(script)]
     base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    try:  # a session of its own, so that a hang's kill reaches every rank, not only the launcher
+    try:
         with subprocess.Popen(cmd + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=base | CPU_ENV | (env or {}), cwd="/", start_new_session=True) as popen:
+                              text=True, env=base | CPU_ENV | (env or {}), cwd="/") as popen:
             try:
                 stdout, stderr = popen.communicate(timeout=600)
             except (subprocess.TimeoutExpired, pytest.fail.Exception) as hang:  # ours, or pytest-timeout's
-                os.killpg(popen.pid, signal.SIGKILL)
+                # every rank, not only the launcher (torchrun starts each rank in a session of its own)
+                for process in [*psutil.Process(popen.pid).children(recursive=True), psutil.Process(popen.pid)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):  # it may have ended meanwhile
+                        process.kill()
                 stdout, stderr = popen.communicate()
                 raise AssertionError(f"{script.parent.name} hung and was killed:\n"
                                      + _report(_rank_outputs(logs, launcher, nproc), stdout, stderr)) from hang
