@@ -72,7 +72,7 @@ def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]
             ("eval data", evals),
             ("template", args.template),
             ("epochs, learning rate, schedule",
-             f"{args.num_train_epochs}, {args.learning_rate:g}, {args.lr_scheduler_type.value} with "
+             f"{args.num_train_epochs}, {args.learning_rate:g}, {args.lr_scheduler_type} with "
              f"{args.num_warmup_steps} warm-up steps"),
             ("weight decay", f"{args.weight_decay:g}"),
             ("global batch", f"{args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} "
