@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -120,14 +121,15 @@ def entrypoint(script: Path):
     return module
 
 
-def main_exits(script: Path, args: list, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-               ) -> tuple[int, str, str]:
-    """An entrypoint's main() in this process, as `python script ARGS` runs it, for a run that stops at a mistake
-    before it trains: the exit status, stdout and stderr. No process group starts, so none outlives the test."""
+def main_exits(script: Path | ModuleType, args: list, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """An entrypoint's main() (a script's, or a `python -m` module's) in this process, as its command line runs it,
+    for a run that stops at a mistake before it trains: the exit status, stdout and stderr. No process group starts,
+    so none outlives the test."""
     monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
     monkeypatch.setattr(distributed, "init_distributed", lambda: None)
     with pytest.raises(SystemExit) as stop:
-        entrypoint(script).main()
+        (entrypoint(script) if isinstance(script, Path) else script).main()
     out, err = capsys.readouterr()
     return stop.value.code, out, err
 

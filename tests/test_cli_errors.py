@@ -39,7 +39,11 @@ def _light(target, *args):
     return proc.returncode, proc.stderr
 
 
-@pytest.mark.parametrize("target", ENTRYPOINTS, ids=lambda t: str(t).split("/")[-1].lstrip("-m"))
+def _name(target) -> str:
+    return target[2:] if isinstance(target, str) else f"{target.parent.name}/{target.name}"
+
+
+@pytest.mark.parametrize("target", ENTRYPOINTS, ids=_name)
 def test_help_imports_nothing_heavy(target):
     code, _ = _light(target, "--help")
     assert code == 0
