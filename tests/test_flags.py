@@ -1,13 +1,14 @@
 """The flags' defaults and rules: built-in data only when no data flag is given, and every flag given that the run
 will not read named in one warning line (or refused where ignoring it would change the run)."""
 import pytest
-from transformers import SchedulerType
+from transformers import AutoTokenizer, SchedulerType
 
 from conftest import STEP3, main_exits, rlhf_args, write_jsonl
 from utils.data.splits import DataSpec, load_rows
 from utils.data.sources import SFT_FIELDS
 from utils.errors import UserError
 from utils.flags import ALGOS, DATA_FLAGS, READ_BY, SCHEDULERS, parse_flags, step_parser
+from utils.models.model_card import model_card
 
 BASE = {1: ["--model_name_or_path", "m", "--output_dir", "o"], 2: ["--model_name_or_path", "m", "--output_dir", "o"],
         3: ["--actor_model_name_or_path", "a", "--critic_model_name_or_path", "r", "--output_dir", "o"]}
@@ -46,6 +47,15 @@ def test_step3_prompts_alone_are_exactly_what_it_trains_on(opt_dir, reward_dir, 
     assert code == 2 and "error: 9 prompts: fewer than one rollout of 16" in stderr, stderr
     assert f"data: {prompts} [train 10] -> train 9 (all), eval 1 (--eval_fraction 0.1 held out)" in log
     assert "synthetic" not in log
+
+
+def test_the_model_card_names_the_sources_trained_on(opt_dir):
+    tokenizer = AutoTokenizer.from_pretrained(opt_dir)
+    args, _ = parse_flags(3, BASE[3] + ["--prompt_data_path", "my_prompts.jsonl"])
+    assert "| data | my_prompts.jsonl (all rows) |" in model_card(args, {}, tokenizer, 1, "rlhf")
+    args, _ = parse_flags(1, BASE[1] + ["--data_path", "Dahoas/rm-static", "--sft_only_data_path", "sft.jsonl"])
+    card = model_card(args, {}, tokenizer, 1, "sft")
+    assert "| data | Dahoas/rm-static (split `train`, --data_split 2,4,4); sft.jsonl (all rows) |" in card
 
 
 def test_a_given_flag_the_run_does_not_read_is_named_in_one_line():
