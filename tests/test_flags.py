@@ -3,10 +3,11 @@ will not read named in one warning line (or refused where ignoring it would chan
 import pytest
 from transformers import AutoTokenizer, SchedulerType
 
-from conftest import STEP3, main_exits, rlhf_args, write_jsonl
+from conftest import ROOT, STEP3, entrypoint, main_exits, rlhf_args, write_jsonl
 from utils.data.splits import DataSpec, load_rows
 from utils.data.sources import SFT_FIELDS
 from utils.errors import UserError
+from utils.evaluation.scoring import DTYPES
 from utils.flags import ALGOS, DATA_FLAGS, READ_BY, SCHEDULERS, parse_flags, step_parser
 from utils.models.model_card import model_card
 
@@ -94,3 +95,8 @@ def test_the_rule_names_real_flags_and_runs():
 def test_scheduler_names_are_transformers_own():
     assert sorted(SCHEDULERS) == sorted(s.value for s in SchedulerType)
 
+
+
+def test_rw_eval_offers_the_scorers_dtypes():
+    parser = entrypoint(ROOT / "rw_eval.py")._parser()
+    assert sorted(next(a.choices for a in parser._actions if a.dest == "dtype")) == sorted(DTYPES)

@@ -43,8 +43,8 @@ def check_flags(args: argparse.Namespace) -> None:
         _check_dpo_flags(args)
     if args.algo == "online_dpo" and args.reward_normalization != "none":
         raise UserError(f"--reward_normalization {args.reward_normalization}: online DPO pairs each prompt's best and "
-                        "worst answers by the reward model's own scores, and --tie_threshold is in their units; it "
-                        "normalizes nothing, so leave --reward_normalization at none")
+                        "worst answers by the reward model's raw scores (--tie_threshold is in their units), so "
+                        "normalized scores would not be used; leave --reward_normalization at none")
     if args.algo == "online_dpo" and args.num_generations < 2:
         raise UserError(f"--num_generations {args.num_generations}: online DPO pairs the best and the worst of K "
                         "answers to a prompt, so it needs K >= 2")
