@@ -128,6 +128,7 @@ def main_exits(script: Path | ModuleType, args: list, monkeypatch: pytest.Monkey
     so none outlives the test."""
     monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
     monkeypatch.setattr(distributed, "init_distributed", lambda: None)
+    capsys.readouterr()  # what the test printed before is not this run's
     with pytest.raises(SystemExit) as stop:
         (entrypoint(script) if isinstance(script, Path) else script).main()
     out, err = capsys.readouterr()
