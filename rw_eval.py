@@ -15,14 +15,10 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
 from utils.data.formatting import format_text
 from utils.data.sources import SOURCES_HELP, Row
 from utils.data.splits import DataSpec, column_map, load_eval_rows
 from utils.errors import UserError, exit_on_error
-from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
-from utils.evaluation.scoring import DTYPES, RewardScorer
 from utils.flags import reading_flags
 
 # A prompt, a good answer and a bad one: a trained reward model should score the good one higher.
@@ -57,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="Re-score a sample through transformers.pipeline and fail on any difference over 1e-4.")
     data.add_argument("--check_samples", type=int, default=32, help="Texts re-scored by --check_pipeline.")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
+    parser.add_argument("--device", default=None, help="Default: cuda when there is a GPU, else cpu.")
     return parser
 
 
@@ -86,7 +82,13 @@ def main() -> None:
         raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
-    scorer = RewardScorer(args.model_name_or_path, args.dtype, args.device, args.tokenizer)
+    import torch  # after the flags: --help and their mistakes answer at once
+
+    from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
+    from utils.evaluation.scoring import RewardScorer
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scorer = RewardScorer(args.model_name_or_path, args.dtype, device, args.tokenizer)
     if scorer.converted and args.write_normalization:
         raise UserError("--write_normalization writes into the model's config.json: convert the DeepSpeed-Chat "
                         f"checkpoint first (python -m utils.models.dschat_convert {args.model_name_or_path} OUT_DIR), "

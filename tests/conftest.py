@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -14,11 +15,13 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from utils import distributed
 from utils.data.synthetic import generate_pairs
 from utils.models.tiny import build_tiny_model
 
@@ -170,6 +173,29 @@ def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspee
 run_step1 = functools.partial(run_step, STEP1)
 run_step2 = functools.partial(run_step, STEP2)
 run_step3 = functools.partial(run_step, STEP3)
+
+
+@functools.cache
+def entrypoint(script: Path):
+    """A script (training/*/main.py, rw_eval.py) as a module, loaded once."""
+    spec = importlib.util.spec_from_file_location(f"{script.parent.name}_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main_exits(script: Path | ModuleType, args: list, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """An entrypoint's main() (a script's, or a `python -m` module's) in this process, as its command line runs it,
+    for a run that stops at a mistake before it trains: the exit status, stdout and stderr. No process group starts,
+    so none outlives the test."""
+    monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+    monkeypatch.setattr(distributed, "init_distributed", lambda: None)
+    capsys.readouterr()  # what the test printed before is not this run's
+    with pytest.raises(SystemExit) as stop:
+        (entrypoint(script) if isinstance(script, Path) else script).main()
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
 
 
 @pytest.fixture(scope="session")

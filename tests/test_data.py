@@ -126,7 +126,9 @@ def test_a_data_split_that_leaves_rows_out_says_so(tmp_path):
     report = load_rows(DataSpec([path], seed=3))[2]  # DeepSpeed-Chat's 2,4,4, step 2
     assert f"{path}: --data_split 2,4,4 leaves step 2 36 of its 90 train rows; --data_split 0,1,0 uses them all" \
         in report.lines()
-    assert report.split_shares == {path: {"kept": 36, "of": 90}}
+    assert report.split_shares == {path: {"kept": 36, "of": 90, "eval": 10, "eval_from": "--eval_fraction 0.1 held out"}}
+    assert report.lines()[0] == (f"data: {path} [train 100] -> train 36 (--data_split 2,4,4: step 2's share of 90), "
+                                 "eval 10 (--eval_fraction 0.1 held out)")
     everything = load_rows(DataSpec([path], data_split="0,1,0", seed=3))[2]
     assert not any("--data_split" in line for line in everything.lines())
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import ROOT, score_like_users
+from conftest import ROOT, entrypoint, main_exits, score_like_users
+from utils.models import dschat_convert
 from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.data.formatting import format_text
 from utils.models.reward_model import score_positions
@@ -81,7 +82,7 @@ def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family,
     assert old["version"] == "4.51.0" and torch.allclose(torch.tensor(old["pipeline"]), expected, atol=1e-5)
 
 
-def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir, tmp_path):
+def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir, tmp_path, monkeypatch, capsys):
     ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat")
     proc = subprocess.run([sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--prompt", "Hi?",
                            "--answer", "Hello.", "--output", str(tmp_path / "scores.json"), "--check_pipeline"],
@@ -91,27 +92,29 @@ def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir,
     text = format_text("Hi?", "Hello.", "dschat")
     expected = _dschat_scores(opt_dir, ckpt, [text], num_padding=1)[0].item()
     assert json.loads((tmp_path / "scores.json").read_text())[0]["score"] == pytest.approx(expected, abs=1e-5)
-    refused = subprocess.run([sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--data_path",
-                              "synthetic:40", "--write_normalization"], capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 2 and "convert the DeepSpeed-Chat checkpoint first" in refused.stderr
+    code, _, stderr = main_exits(ROOT / "rw_eval.py", ["--model_name_or_path", ckpt, "--data_path", "synthetic:40",
+                                                      "--write_normalization"], monkeypatch, capsys)
+    assert code == 2 and "convert the DeepSpeed-Chat checkpoint first" in stderr
 
 
-def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path):
+def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path, monkeypatch, capsys):
     ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat", record_name=False)
-    run = [sys.executable, "-m", "utils.models.dschat_convert"]
-    proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "utils.models.dschat_convert", str(ckpt), str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT)  # a user's command line: one line, no traceback
     assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr and "Traceback" not in proc.stderr
-    rw_eval = [sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--prompt", "Hi?", "--answer", "Hi."]
-    proc = subprocess.run(rw_eval, capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr
-    proc = subprocess.run(rw_eval + ["--tokenizer", str(opt_dir)], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0 and "converted it" in proc.stdout, proc.stderr[-2000:]
-    proc = subprocess.run(run + [str(ckpt), str(tmp_path / "out"), "--tokenizer", str(opt_dir)], capture_output=True,
-                          text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run(run + [str(opt_dir), str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and "is not a DeepSpeed-Chat reward model" in proc.stderr
+    rw_eval = ["--model_name_or_path", ckpt, "--prompt", "Hi?", "--answer", "Hi."]
+    code, _, stderr = main_exits(ROOT / "rw_eval.py", rw_eval, monkeypatch, capsys)
+    assert code == 2 and "pass --tokenizer" in stderr
+    code, _, stderr = main_exits(dschat_convert, [opt_dir, tmp_path / "out2"], monkeypatch, capsys)
+    assert code == 2 and "is not a DeepSpeed-Chat reward model" in stderr
+
+    def succeeds(main, *args):
+        monkeypatch.setattr(sys, "argv", ["main", *map(str, args)])
+        main()
+        return capsys.readouterr().out
+
+    assert "converted it" in succeeds(entrypoint(ROOT / "rw_eval.py").main, *rw_eval, "--tokenizer", opt_dir)
+    assert "converted to" in succeeds(dschat_convert.main, ckpt, tmp_path / "out", "--tokenizer", opt_dir)
     legacy = _dschat_checkpoint(opt_dir, tmp_path / "legacy", legacy=True)  # torch's old format: no memory map
     assert is_dschat_checkpoint(legacy)
-    proc = subprocess.run(run + [str(legacy), str(tmp_path / "out3")], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "converted to" in succeeds(dschat_convert.main, legacy, tmp_path / "out3")

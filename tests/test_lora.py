@@ -10,7 +10,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import read_metrics, run_step1, run_step2
+from conftest import STEP2, main_exits, read_metrics, run_step1, run_step2
 from test_train_sft import _perplexity
 from utils.data.formatting import format_text
 from utils.objectives.metrics import pair_metrics
@@ -76,8 +76,8 @@ def test_sft_with_lora_exports_a_merged_causal_lm(opt_dir, pair_files, tmp_path)
     assert type(model).__name__ == "OPTForCausalLM" and not (out / "adapter").exists()
 
 
-def test_lora_module_name_that_matches_nothing_is_refused(opt_dir, pair_files, tmp_path):
-    proc = run_step2(["--model_name_or_path", opt_dir, "--data_path", pair_files[0], "--max_seq_len", 96,
-                      "--lora_dim", 4, "--lora_module_name", "transformer.h.", "--output_dir", tmp_path / "rm"],
-                     check=False)
-    assert proc.returncode == 2 and "--lora_module_name 'transformer.h.' matches no linear layer" in proc.stderr
+def test_lora_module_name_that_matches_nothing_is_refused(opt_dir, pair_files, tmp_path, monkeypatch, capsys):
+    code, _, stderr = main_exits(STEP2, ["--model_name_or_path", opt_dir, "--data_path", pair_files[0], "--max_seq_len",
+                                         96, "--lora_dim", 4, "--lora_module_name", "transformer.h.", "--output_dir",
+                                         tmp_path / "rm"], monkeypatch, capsys)
+    assert code == 2 and "--lora_module_name 'transformer.h.' matches no linear layer" in stderr

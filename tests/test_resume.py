@@ -12,7 +12,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from conftest import CPU_ENV, STEP1, STEP2, free_port, read_metrics, run_step1, run_step2
+from conftest import CPU_ENV, STEP1, STEP2, free_port, main_exits, read_metrics, run_step1, run_step2
 from utils.errors import RUN_ERROR_EXIT
 
 EPOCHS = 6  # 32 optimizer steps an epoch with one process and batch 8
@@ -88,7 +88,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(opt_dir, pair_files, r
     _same_run(out, reference)
 
 
-def test_sigkill_two_processes_then_resume(opt_dir, pair_files, tmp_path):
+def test_sigkill_two_processes_then_resume(opt_dir, pair_files, tmp_path, monkeypatch, capsys):
     common = ["--per_device_train_batch_size", 4, "--num_train_epochs", 2, "--save_interval", 8]
     reference = tmp_path / "reference"
     run_step2(_args(opt_dir, pair_files, reference, *common), nproc=2, launcher="torchrun")
@@ -103,9 +103,9 @@ def test_sigkill_two_processes_then_resume(opt_dir, pair_files, tmp_path):
 
     # The same checkpoint with one process: refused with the reason, before any model is loaded.
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
-    proc = run_step2(_args(opt_dir, pair_files, out, *common, "--resume_from", latest, "--overwrite_output_dir"),
-                     check=False)
-    assert proc.returncode == 2 and "it was written with world size 2, this run has 1" in proc.stderr
+    code, _, stderr = main_exits(STEP2, _args(opt_dir, pair_files, out, *common, "--resume_from", latest,
+                                              "--overwrite_output_dir"), monkeypatch, capsys)
+    assert code == 2 and "it was written with world size 2, this run has 1" in stderr
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_75(opt_dir, pair_files, reference, tmp_path):
@@ -267,11 +267,12 @@ def test_non_finite_loss_stops_or_is_skipped_and_counted(opt_dir, pair_files, tm
     assert len(train) == 31  # 32 micro-batches, one skipped
 
 
-def test_configuration_mistakes_are_caught_before_loading(opt_dir, pair_files, reference, tmp_path):
+def test_configuration_mistakes_are_caught_before_loading(opt_dir, pair_files, reference, tmp_path, monkeypatch,
+                                                           capsys):
     unfinished = tmp_path / "unfinished"
     (unfinished / "checkpoints" / "step8").mkdir(parents=True)
     (tmp_path / "file").write_text("")
-    cases = [  # (message, output dir, extra flags); started together, as each spends seconds importing
+    cases = [  # (message, output dir, extra flags)
         ("holds a finished run (eval_results.json is there): pass --overwrite_output_dir", reference, []),
         ("holds the checkpoints of an unfinished run: pass --resume", unfinished, []),
         ("is not writable", tmp_path / "file" / "out", []),
@@ -282,10 +283,9 @@ def test_configuration_mistakes_are_caught_before_loading(opt_dir, pair_files, r
         ("--save_total_limit at least 1", tmp_path / "out", ["--save_total_limit", 0]),
         ("not a complete checkpoint", tmp_path / "out", ["--resume_from", tmp_path]),
     ]
-    procs = [_start(_args(opt_dir, pair_files, out, *extra)) for _, out, extra in cases]
-    for (message, _, _), proc in zip(cases, procs):
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 2 and message in stderr, stderr[-2000:]
+    for message, out, extra in cases:
+        code, _, stderr = main_exits(STEP2, _args(opt_dir, pair_files, out, *extra), monkeypatch, capsys)
+        assert code == 2 and message in stderr, stderr[-2000:]
         assert "Traceback" not in stderr and "Loading weights" not in stderr
     # --resume on a finished run has nothing to do, and says so; refused runs touched nothing.
     finished = run_step2(_args(opt_dir, pair_files, reference, "--resume"))

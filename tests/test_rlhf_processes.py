@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, STEP3, read_metrics, rlhf_args, run_step, run_step3, start_step3, wait_until
+from conftest import ROOT, STEP3, main_exits, read_metrics, rlhf_args, run_step, run_step3, start_step3, wait_until
 
 
 @pytest.mark.parametrize("algo", ["rloo", "raft"])
@@ -62,7 +62,8 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     assert final["reward_before"] == again["reward_before"]  # the step-0 evaluation survived the kill
 
 
-def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, inject, tmp_path):
+def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, inject, tmp_path, monkeypatch,
+                                                         capsys):
     out = tmp_path / "run"
     proc = start_step3(rlhf_args(actor_dir, reward_dir, out), inject)
     wait_until(lambda: any(m["split"] == "train" for m in read_metrics(out)), proc)
@@ -73,8 +74,9 @@ def test_sigterm_finishes_the_rollout_saves_and_exits_75(actor_dir, reward_dir, 
     assert 1 <= step < 50
     for other, message in ((["--num_generations", 2], "num generations 4, this run has 2"),
                            (["--algo", "raft"], "algo rloo, this run has raft")):
-        refused = run_step3(rlhf_args(actor_dir, reward_dir, out, "--resume", *other), env=inject, check=False)
-        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+        code, _, stderr = main_exits(STEP3, rlhf_args(actor_dir, reward_dir, out, "--resume", *other), monkeypatch,
+                                     capsys)
+        assert code == 2 and message in stderr, stderr[-2000:]
     run_step3(rlhf_args(actor_dir, reward_dir, out, "--resume"), env=inject)
     assert [m["step"] for m in read_metrics(out) if m["split"] == "train"] == list(range(1, 51))
 

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, main_exits, write_jsonl
+from utils.evaluation import run_summary
 from utils.evaluation.run_summary import step_dirs, summary_line
 
 
@@ -45,10 +46,9 @@ def test_summary_lines_and_curves(tmp_path):
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
 
 
-def test_summary_of_a_directory_without_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
-                          cwd=ROOT)
-    assert proc.returncode == 2 and "holds no metrics.jsonl" in proc.stderr
+def test_summary_of_a_directory_without_runs(tmp_path, monkeypatch, capsys):
+    code, _, stderr = main_exits(run_summary, [tmp_path], monkeypatch, capsys)
+    assert code == 2 and "holds no metrics.jsonl" in stderr
 
 
 def _policy(path: Path, before: dict, after: dict) -> Path:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_step2
+from conftest import ROOT, main_exits, run_step2
 from transformers import AutoConfig, pipeline
 
 from utils.data.formatting import format_text
@@ -99,27 +99,30 @@ def test_check_pipeline_fails_loudly_on_a_difference(reward_model):
         scorer.check_pipeline(texts, [scores[0] + 1e-3])
 
 
-def test_directories_that_are_not_reward_models(opt_dir, reward_model, tmp_path):
-    causal = _rw_eval(opt_dir, check=False)
+def test_directories_that_are_not_reward_models(opt_dir, reward_model, tmp_path, monkeypatch, capsys):
+    causal = _rw_eval(opt_dir, check=False)  # a user's command line: one line, no traceback
     assert causal.returncode == 2 and "is a OPTForCausalLM, not a reward model" in causal.stderr
+    assert "Traceback" not in causal.stderr
+
+    def refused(model_dir, message):
+        code, _, stderr = main_exits(RW_EVAL, ["--model_name_or_path", model_dir], monkeypatch, capsys)
+        assert code == 2 and message in stderr, stderr
+
     headless = tmp_path / "headless"
     shutil.copytree(opt_dir, headless)
     config = json.loads((headless / "config.json").read_text())
     (headless / "config.json").write_text(json.dumps(config | {"architectures": ["OPTForSequenceClassification"],
                                                                 "id2label": {"0": "reward"}}))
-    proc = _rw_eval(headless, check=False)
-    assert proc.returncode == 2 and "has no trained score head (missing score.weight)" in proc.stderr
+    refused(headless, "has no trained score head (missing score.weight)")
     two = tmp_path / "two_labels"
     shutil.copytree(reward_model, two)
     config = json.loads((two / "config.json").read_text())
     (two / "config.json").write_text(json.dumps(config | {"id2label": {"0": "a", "1": "b"}}))
-    proc = _rw_eval(two, check=False)
-    assert proc.returncode == 2 and "has 2 labels; a reward model has one" in proc.stderr
-    for proc in (causal, _rw_eval(tmp_path / "missing", check=False)):
-        assert "Traceback" not in proc.stderr
+    refused(two, "has 2 labels; a reward model has one")
+    refused(tmp_path / "missing", "cannot load a reward model from")
 
 
-def test_skipped_rows_are_counted_named_by_kind_and_saved(reward_model, tmp_path):
+def test_skipped_rows_are_counted_named_by_kind_and_saved(reward_model, tmp_path, monkeypatch, capsys):
     good = {"prompt": "What is 3 plus 4?", "chosen": "3 plus 4 is 7.", "rejected": "3 plus 4 is 9."}
     data = tmp_path / "mixed.jsonl"
     data.write_text("\n".join([json.dumps(good), json.dumps(good | {"rejected": good["chosen"]}),
@@ -133,5 +136,6 @@ def test_skipped_rows_are_counted_named_by_kind_and_saved(reward_model, tmp_path
     assert results["metrics"]["pairs"] == 1
     assert results["skipped"] == {"bad_rows": 2, "bad_row_kinds": {"mistyped field": 1, "not JSON": 1}, "ties": 0,
                                   "identical_pairs": 1}
-    refused = _rw_eval(reward_model, "--data_path", data, check=False)  # the default stops at the first bad row
-    assert refused.returncode == 2 and f"{data}:3: field 'chosen' must be a string" in refused.stderr
+    code, _, stderr = main_exits(RW_EVAL, ["--model_name_or_path", reward_model, "--data_path", data], monkeypatch,
+                                 capsys)  # the default stops at the first bad row
+    assert code == 2 and f"{data}:3: field 'chosen' must be a string" in stderr

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from conftest import read_metrics, rlhf_args, run_step3, start_step3, wait_until, write_jsonl
+from conftest import STEP3, main_exits, read_metrics, rlhf_args, run_step3, start_step3, wait_until, write_jsonl
 from utils.data.synthetic import generate_pairs
 
 TIMING = ("time", "elapsed_s", "tokens_per_s", "mfu", "generate_s", "score_s", "generated_tokens_per_s")
@@ -38,7 +38,7 @@ def _untimed(out):
 
 
 def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_reference(actor_dir, reward_dir,
-                                                                                    tmp_path):
+                                                                                    tmp_path, monkeypatch, capsys):
     """Held-out preference accuracy from 0 (every pair ties at the start) to well above chance; a second seeded run
     gives the same metrics and weights; precomputed reference log-probs give the same losses, with no reference
     kept, and a resume on other pairs is refused before any model loads (planted: no fingerprint check, and the
@@ -69,10 +69,10 @@ def test_dpo_learns_the_preference_repeats_from_a_seed_and_precomputes_its_refer
     out = runs["precomputed"]  # as a killed run leaves it: checkpoints, the reference log-probs, no export
     (out / "eval_results.json").unlink()
     other = ["--data_path", _pairs_file(tmp_path / "other.jsonl", 159)]
-    refused = run_step3(_dpo_args(actor_dir, out, *other, "--precompute_ref_log_probs", "--resume"), check=False)
-    assert refused.returncode == 2 and refused.stderr.count("error: --precompute_ref_log_probs: ") == 1, \
-        refused.stderr[-2000:]
-    assert "Loading weights" not in refused.stderr
+    code, _, stderr = main_exits(STEP3, _dpo_args(actor_dir, out, *other, "--precompute_ref_log_probs", "--resume"),
+                                 monkeypatch, capsys)
+    assert code == 2 and stderr.count("error: --precompute_ref_log_probs: ") == 1, stderr[-2000:]
+    assert "Loading weights" not in stderr
     resumed = run_step3(_dpo_args(actor_dir, out, *data, "--precompute_ref_log_probs", "--resume"))
     assert "reference log-probs computed" not in resumed.stdout + resumed.stderr  # read back, not recomputed
 
@@ -109,9 +109,10 @@ def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration
     assert _untimed(out)[-1] == _untimed(whole)[-1]
 
 
-def test_a_pair_whose_prompts_differ_is_refused_with_its_file_and_line(actor_dir, tmp_path):
+def test_a_pair_whose_prompts_differ_is_refused_with_its_file_and_line(actor_dir, tmp_path, monkeypatch, capsys):
     """As in step 2, before any model loads; with --on_bad_row skip it is counted (the first test)."""
     data = _pairs_file(tmp_path / "pairs.jsonl", 30, bad_at=6)
-    refused = run_step3(_dpo_args(actor_dir, tmp_path / "out", "--data_path", data), check=False)
-    assert refused.returncode == 2 and f"{data}:6" in refused.stderr and "differ before the last" in refused.stderr
-    assert "Loading weights" not in refused.stderr
+    code, _, stderr = main_exits(STEP3, _dpo_args(actor_dir, tmp_path / "out", "--data_path", data), monkeypatch,
+                                 capsys)
+    assert code == 2 and f"{data}:6" in stderr and "differ before the last" in stderr
+    assert "Loading weights" not in stderr

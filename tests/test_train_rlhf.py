@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import read_metrics, rlhf_args, run_step3
+from conftest import STEP3, main_exits, read_metrics, rlhf_args, run_step3
 from utils.errors import UserError
-from utils.flags import step_parser
-from utils.objectives.policy_checks import check_flags, check_models, flag_warnings
+from utils.flags import parse_flags, step_parser
+from utils.objectives.model_checks import check_models
+from utils.objectives.policy_checks import check_flags
 
 
 def _train_rewards(out):
@@ -110,17 +111,16 @@ def test_deepspeed_chats_own_command_line_runs(actor_dir, reward_dir, tmp_path):
                       "--enable_hybrid_engine", "--actor_zero_stage", 2, "--critic_zero_stage", 2, "--enable_ema",
                       "--output_dir", out, "--enable_tensorboard", "--tensorboard_path", out, "--algo", "ppo",
                       "--eval_iters", 1, "--per_device_eval_batch_size", 4])
-    assert "warning: --enable_ema is ignored: no EMA copy" in proc.stdout
-    assert "warning: --enable_hybrid_engine is accepted" in proc.stdout
+    assert ("warning: this run (step 3, --algo ppo) does not read --num_padding_at_beginning (read by step 2), "
+            "--enable_hybrid_engine (generation uses Hugging Face generate), --enable_ema (no EMA copy of the actor "
+            "is kept; the exported actor is the trained one)\n") in proc.stdout
     assert (out / "eval_results.json").exists() and "PPO" in (out / "README.md").read_text()
-    parser = step_parser(3)
     dschat = [str(a) for a in rlhf_args(actor_dir, reward_dir, "x", "--critic_learning_rate", 5e-6,
                                         "--actor_lora_dim", 128, "--print_answers")]
-    warnings = flag_warnings(parser.parse_args(dschat), dschat)
-    assert warnings == ["warning: --print_answers is ignored: every held-out answer goes to samples.jsonl instead",
-                        "warning: --critic_learning_rate given, but --algo rloo trains no critic; DeepSpeed-Chat's "
-                        "algorithm is --algo ppo"]
-    assert parser.parse_args(dschat).lora_dim == 128
+    args, warnings = parse_flags(3, dschat)
+    assert warnings == ["warning: this run (step 3, --algo rloo) does not read --critic_learning_rate (read by --algo "
+                        "ppo), --print_answers (every held-out answer goes to samples.jsonl instead)"]
+    assert args.lora_dim == 128
 
 
 def test_model_mistakes_are_refused_from_their_configs(opt_dir, reward_dir, tmp_path):
@@ -151,7 +151,7 @@ def test_model_mistakes_are_refused_from_their_configs(opt_dir, reward_dir, tmp_
     assert "2 of the actor's 600 tokens have another id" in check(opt_dir, other, "--algo", "ppo")
 
 
-def test_the_command_line_exits_2_with_one_line(opt_dir, reward_dir, tmp_path):
+def test_the_command_line_exits_2_with_one_line(opt_dir, reward_dir, tmp_path, monkeypatch, capsys):
     proc = run_step3(rlhf_args(opt_dir, opt_dir, tmp_path / "out"), check=False)
     assert proc.returncode == 2 and "error: " in proc.stderr and "not a reward model" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()  # stopped before the run began
@@ -160,10 +160,10 @@ def test_the_command_line_exits_2_with_one_line(opt_dir, reward_dir, tmp_path):
         headless, state_dict={k: v for k, v in AutoModelForSequenceClassification.from_pretrained(
             opt_dir, num_labels=1).state_dict().items() if not k.startswith("score")})
     AutoTokenizer.from_pretrained(opt_dir).save_pretrained(headless)
-    proc = run_step3(rlhf_args(opt_dir, headless, tmp_path / "out2"), check=False)
-    assert proc.returncode == 2 and "has no trained score head" in proc.stderr
-    proc = run_step3(rlhf_args(opt_dir, reward_dir, tmp_path / "out3", "--data_path", "synthetic:3"), check=False)
-    assert proc.returncode == 2 and "prompts: fewer than one rollout" in proc.stderr
-    proc = run_step3(rlhf_args(opt_dir, reward_dir, tmp_path / "out4", "--data_path", "synthetic:6", "--algo", "ppo",
-                           "--generation_batches", 2), check=False)
-    assert proc.returncode == 2 and "prompts: fewer than the --generation_batches 2 rollouts" in proc.stderr
+    for reward, extra, message in [
+            (headless, [], "has no trained score head"),
+            (reward_dir, ["--data_path", "synthetic:3"], "prompts: fewer than one rollout"),
+            (reward_dir, ["--data_path", "synthetic:6", "--algo", "ppo", "--generation_batches", 2],
+             "prompts: fewer than the --generation_batches 2 rollouts")]:
+        code, _, stderr = main_exits(STEP3, rlhf_args(opt_dir, reward, tmp_path / "out2", *extra), monkeypatch, capsys)
+        assert code == 2 and message in stderr, stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, pipeline
 
-from conftest import ROOT, STEP1, read_metrics, run_step1, run_step2
+from conftest import ROOT, STEP1, main_exits, read_metrics, run_step1, run_step2
 from utils.data.encoding import collate_sft, encode_sft
 from utils.data.formatting import format_text
 from utils.data.sources import SFT_FIELDS, read_source
@@ -126,14 +126,13 @@ def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_pat
     assert prompt_eval("s1.json", *sampling)[1] == prompt_eval("s2.json", *sampling)[1]  # the seed repeats sampling
 
 
-def test_step1_errors_and_help(opt_dir, tmp_path):
+def test_step1_errors_and_help(opt_dir, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "sft_only.jsonl"
     bad.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello."}) + "\n" + json.dumps({"prompt": "Hi?"}) + "\n")
-    proc = run_step1(["--model_name_or_path", opt_dir, "--sft_only_data_path", bad, "--output_dir", tmp_path],
-                     check=False)
-    assert proc.returncode == 2 and f"{bad}:2: field 'chosen' is missing" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    out = subprocess.run([sys.executable, str(STEP1), "--help"], capture_output=True, text=True, check=True).stdout
+    code, _, stderr = main_exits(STEP1, ["--model_name_or_path", opt_dir, "--sft_only_data_path", bad, "--output_dir",
+                                         tmp_path], monkeypatch, capsys)
+    assert code == 2 and f"error: {bad}:2: field 'chosen' is missing" in stderr and "Traceback" not in stderr
+    code, out, _ = main_exits(STEP1, ["--help"], monkeypatch, capsys)
     for flag in ("--data_path", "--data_split", "--sft_only_data_path", "--print_loss", "--add_eot_token",
                  "--train_on_prompt", "--packing", "--zero_stage", "--max_seq_len"):
         assert flag in out

@@ -1,13 +1,26 @@
-"""Command-line flags, with DeepSpeed-Chat's names and meanings, shared by every step."""
+"""Command-line flags, with DeepSpeed-Chat's names and meanings, shared by every step.
+
+Nothing here imports torch, deepspeed or transformers: --help and every mistake in the flags alone answer at once,
+before the entrypoints load the engine.
+"""
 from __future__ import annotations
 
 import argparse
-
-from transformers import SchedulerType
+import sys
 
 from utils.data.formatting import TEMPLATES
 from utils.data.sources import FIELDS, SOURCES_HELP
-from utils.objectives.policy_checks import DSCHAT_IGNORED, DSCHAT_REFUSED
+from utils.errors import UserError
+from utils.objectives.policy_checks import DSCHAT_IGNORED, DSCHAT_REFUSED, check_flags
+
+# transformers' SchedulerType values, written out so that parsing needs no transformers (a test compares them)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay", "greedy")
+
+ALGOS = ("rloo", "raft", "ppo", "dpo", "online_dpo")  # step 3's --algo
+DATA_FLAGS = ("data_path", "eval_data_path", "sft_only_data_path", "prompt_data_path")
+DEMO_DATA = ["synthetic"]  # what a run trains on when no data flag is given at all
 
 # DeepSpeed-Chat's step 3 names the shared flags after the model they set: the actor's.
 ACTOR_NAMES = {"model_name_or_path": "actor_model_name_or_path", "dropout": "actor_dropout",
@@ -41,7 +54,9 @@ def reading_flags(group: argparse._ArgumentGroup, eval_help: str) -> None:
 def _data_flags(parser: argparse.ArgumentParser) -> None:
     """Where rows come from, how they are split and how they become tokens."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data_path", nargs="*", default=["synthetic"], help=SOURCES_HELP)
+    data.add_argument("--data_path", nargs="*", default=None,
+                      help=SOURCES_HELP + " Default, only when no data flag is given at all: synthetic, the built-in "
+                      "demo data (with a warning).")
     data.add_argument("--data_split", default="2,4,4",
                       help="DeepSpeed-Chat's phase split of each source's train rows: step 1 takes the first share, "
                            "step 2 the second, step 3 the third. Default: %(default)s")
@@ -91,8 +106,7 @@ def _training_flags(parser: argparse.ArgumentParser, step: int) -> None:
     train.add_argument(_flag("weight_decay", step), dest="weight_decay", type=float, default=0.0)
     train.add_argument("--num_train_epochs", type=int, default=1)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--lr_scheduler_type", type=SchedulerType, default="cosine",
-                       choices=list(SchedulerType), metavar="{" + ",".join(s.value for s in SchedulerType) + "}")
+    train.add_argument("--lr_scheduler_type", choices=SCHEDULERS, default="cosine", help="Default: %(default)s")
     train.add_argument("--num_warmup_steps", type=int, default=0)
     train.add_argument("--seed", type=int, default=1234)
     train.add_argument("--output_dir", required=True, help="Where the exported model and logs go.")
@@ -167,9 +181,10 @@ def _engine_flags(parser: argparse.ArgumentParser, step: int) -> None:
                         help="Compute the loss in fp32 when training in fp16/bf16.")
     engine.add_argument("--enable_tensorboard", action="store_true")
     engine.add_argument("--tensorboard_path", default=f"step{step}_tensorboard")
-    import deepspeed  # here, so that rw_eval.py, which shares reading_flags, does not pay for importing it
-
-    deepspeed.add_config_arguments(parser)
+    engine.add_argument("--deepspeed", action="store_true",
+                        help="Accepted for DeepSpeed launch scripts: DeepSpeed always runs the training here.")
+    engine.add_argument("--deepspeed_config", default=None,
+                        help="A DeepSpeed JSON config whose keys override those built from the flags.")
 
 
 def _common_flags(parser: argparse.ArgumentParser, step: int) -> None:
@@ -234,7 +249,7 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                         help="Prompt sources used only by step 3, all of their train rows (no --data_split share).")
 
     rollout = parser.add_argument_group("rollout")
-    rollout.add_argument("--algo", choices=["rloo", "raft", "ppo", "dpo", "online_dpo"], default="rloo",
+    rollout.add_argument("--algo", choices=ALGOS, default="rloo",
                          help="rloo: policy gradient with the other K-1 answers' mean reward as the baseline and a KL "
                               "penalty to the reference; raft: fine-tune on the best of K; ppo: DeepSpeed-Chat's PPO "
                               "with a critic initialised from the reward model; dpo: DPO on the preference pairs of "
@@ -340,6 +355,35 @@ STEPS = {
 }
 
 
+# The one rule for flags that not every run reads: the runs ("step 1", "step 2", or a step-3 --algo) that read each.
+# A flag missing here is read by every run that has it. A flag given on the command line that this run does not
+# read is named in one warning line before the run starts; step 3's check_flags refuses instead where ignoring a
+# flag would give another run than the one asked for.
+_SAMPLING = frozenset({"rloo", "raft", "ppo", "online_dpo"})  # the algorithms that learn from sampled answers
+_PPO = frozenset({"ppo"})
+READ_BY: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("add_eot_token", "eot_token", "pad_to_max_len", "compute_fp32_loss"),
+                    frozenset({"step 1", "step 2"})),
+    **dict.fromkeys(("max_seq_len", "overlength", "length_grouping", "data_output_path"),
+                    frozenset({"step 1", "step 2", "dpo"})),  # tokenized rows of a file: not rollout prompts
+    "num_padding_at_beginning": frozenset({"step 2"}),
+    **dict.fromkeys(("num_generations", "per_device_generation_batch_size"), _SAMPLING),
+    **dict.fromkeys(("top_k", "top_p"), frozenset({"raft", "online_dpo", "dpo"})),  # refused under rloo and ppo
+    **dict.fromkeys(("reward_normalization", "clip_reward_value"), frozenset({"rloo", "raft", "ppo"})),
+    "kl_ctl": frozenset({"rloo", "ppo"}),
+    "raft_selection": frozenset({"raft"}),
+    **dict.fromkeys(("cliprange", "cliprange_value", "gamma", "lam", "no_whiten_advantages", "generation_batches",
+                     "ppo_epochs", "critic_learning_rate", "critic_weight_decay", "critic_zero_stage",
+                     "critic_gradient_checkpointing", "critic_dropout", "critic_lora_dim", "critic_lora_module_name",
+                     "critic_lora_learning_rate"), _PPO),
+    **dict.fromkeys(("beta", "dpo_loss", "label_smoothing"), frozenset({"dpo", "online_dpo"})),
+    "precompute_ref_log_probs": frozenset({"dpo"}),
+    **dict.fromkeys(("num_iterations", "prompts_per_iteration", "tie_threshold"), frozenset({"online_dpo"})),
+    **dict.fromkeys([*DSCHAT_IGNORED, "enable_hybrid_engine"], frozenset()),
+}
+NOT_READ = DSCHAT_IGNORED | {"enable_hybrid_engine": "generation uses Hugging Face generate"}  # why no run reads these
+
+
 def step_parser(step: int) -> argparse.ArgumentParser:
     """The flags every step shares, then the step's own."""
     description, own_flags = STEPS[step]
@@ -347,3 +391,55 @@ def step_parser(step: int) -> argparse.ArgumentParser:
     _common_flags(parser, step)
     own_flags(parser)
     return parser
+
+
+def parse_flags(step: int, argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The step's flags from argv (default: the command line), checked as far as flags alone allow, and the warnings
+    to log once the run's log is open. Imports nothing heavy, so that every mistake here is reported at once."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = step_parser(step).parse_args(argv)
+    if step == 3:
+        check_flags(args)
+    given = given_flags(step, argv)
+    warnings = _data_sources(args, step, given)
+    run = f"step {step}" if step < 3 else args.algo
+    unread = [name for name in given if run not in READ_BY.get(name, {run})]
+    if unread:
+        where = f"step 3, --algo {args.algo}" if step == 3 else f"step {step}"
+        warnings.append(f"warning: this run ({where}) does not read " + ", ".join(
+            f"{_option(step, name)} ({NOT_READ.get(name) or 'read by ' + _runs(READ_BY[name])})" for name in unread))
+    return args, warnings
+
+
+def given_flags(step: int, argv: list[str]) -> list[str]:
+    """The dests of the flags on the command line, in parser order, whatever spelling (alias, prefix, --x=y) gave
+    them: argv parsed again with no defaults, so that only what was given is set."""
+    parser = step_parser(step)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    return [action.dest for action in parser._actions if action.dest in given]
+
+
+def _data_sources(args: argparse.Namespace, step: int, given: list[str]) -> list[str]:
+    """The built-in demo data only when no data flag is given at all; a warning says so."""
+    if not set(DATA_FLAGS) & set(given):
+        args.data_path = list(DEMO_DATA)
+        return [f"warning: no data flag given ({', '.join('--' + f for f in DATA_FLAGS if hasattr(args, f))}): "
+                "this run trains on the built-in demo data (--data_path synthetic)"]
+    args.data_path = args.data_path or []
+    if not args.data_path and not (getattr(args, "sft_only_data_path", None) or getattr(args, "prompt_data_path", None)):
+        train_flags = {1: "--data_path or --sft_only_data_path", 2: "--data_path",
+                       3: "--data_path" if getattr(args, "algo", "") == "dpo" else "--data_path or --prompt_data_path"}
+        raise UserError(f"no training data: give {train_flags[step]} (--eval_data_path sources are only evaluated)")
+    return []
+
+
+def _option(step: int, name: str) -> str:
+    return _flag(name, step) if name in ACTOR_NAMES else "--" + name
+
+
+def _runs(runs: frozenset[str]) -> str:
+    steps = sorted(r for r in runs if r.startswith("step"))
+    algos = [a for a in ALGOS if a in runs]
+    return " and ".join(steps + ([f"--algo {', '.join(algos)}"] if algos else []))

@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import functools
 
-from utils.data.splits import DataSpec
-from utils.data.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
-from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
-from utils.errors import exit_on_error
-from utils.flags import step_parser
-from utils.models.lora import add_lora
-from utils.models.loading import load_causal_lm, load_tokenizer
-from utils.engine.run import start_run
 from utils.data.sources import SFT_FIELDS, Row
-from utils.objectives.sft import SFTObjective
+from utils.data.splits import DataSpec
+from utils.errors import exit_on_error
+from utils.flags import parse_flags
 
 
 @exit_on_error
 def main() -> None:
-    args = step_parser(1).parse_args()
+    args, warnings = parse_flags(1)  # before torch, deepspeed and transformers load: their mistakes answer at once
+    from utils.data.encoding import EncodeReport, collate_segments, collate_sft, encode_sft, pack_blocks, pack_segments
+    from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
+    from utils.engine.run import start_run
+    from utils.models.loading import load_causal_lm, load_tokenizer
+    from utils.models.lora import add_lora
+    from utils.objectives.sft import SFTObjective
+
     run = start_run(args)
+    for line in warnings:
+        run.log.info(line)
 
     # No EOS appended by the tokenizer: a prompt given to generate() must not end the text. encode_sft adds it.
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,

@@ -11,9 +11,6 @@ import shutil
 import textwrap
 from itertools import zip_longest
 
-import torch
-from transformers import pipeline, set_seed
-
 from utils.errors import UserError, exit_on_error
 from utils.data.formatting import TEMPLATES, format_prompt
 
@@ -41,15 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     generation.add_argument("--temperature", type=float, default=1.0, help="With --do_sample. Default: %(default)s")
     generation.add_argument("--num_beams", type=int, default=1)
     generation.add_argument("--seed", type=int, default=1234, help="Each model starts sampling from this seed.")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="Default: cuda when there is a GPU, else cpu.")
     parser.add_argument("--output", help="Also write the prompts and generations to this JSON file.")
     return parser
 
 
 def generate(model: str, prompts: list[str], args: argparse.Namespace) -> list[str]:
     """What `model` writes after each formatted prompt; sampling restarts from --seed for each model."""
+    import torch  # here, after the flags: --help and their mistakes answer at once
+    from transformers import pipeline, set_seed
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        generator = pipeline("text-generation", model=model, device=args.device)
+        generator = pipeline("text-generation", model=model, device=device)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load a causal LM from '{model}': {err}") from None
     tokenizer = generator.tokenizer

@@ -3,24 +3,27 @@ from __future__ import annotations
 
 import functools
 
-from utils.data.encoding import encode_pairs
 from utils.data.sources import FIELDS
 from utils.data.splits import DataSpec
-from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
-from utils.engine.run import start_run
 from utils.errors import exit_on_error
-from utils.flags import step_parser
-from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
-from utils.models.lora import add_lora
-from utils.models.reward_model import RewardModel
-from utils.models.shared_prompt import pair_row_length
-from utils.objectives.reward import RewardObjective, pair_collate
+from utils.flags import parse_flags
 
 
 @exit_on_error
 def main() -> None:
-    args = step_parser(2).parse_args()
+    args, warnings = parse_flags(2)  # before torch, deepspeed and transformers load: their mistakes answer at once
+    from utils.data.encoding import encode_pairs
+    from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
+    from utils.engine.run import start_run
+    from utils.models.loading import load_reward_model, load_tokenizer, resolve_num_padding
+    from utils.models.lora import add_lora
+    from utils.models.reward_model import RewardModel
+    from utils.models.shared_prompt import pair_row_length
+    from utils.objectives.reward import RewardObjective, pair_collate
+
     run = start_run(args)
+    for line in warnings:
+        run.log.info(line)
 
     # Texts end with the EOS id, except a chat template's, which end with its own end-of-turn.
     tokenizer = load_tokenizer(args.model_name_or_path, args.score_token, append_eos=args.template != "chat",

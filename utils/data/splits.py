@@ -49,7 +49,8 @@ class DataReport:
     rows_read: dict[str, dict[str, int]] = field(default_factory=dict)
     data_split: str = ""
     phase: int = 0
-    split_shares: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> rows this step keeps, of how many
+    # source -> the train rows this step keeps, of how many, and the eval rows it gives (and from where)
+    split_shares: dict[str, dict[str, int | str]] = field(default_factory=dict)
     bad_rows_skipped: int = 0
     bad_row_kinds: dict[str, int] = field(default_factory=dict)
     bad_row_examples: list[str] = field(default_factory=list)
@@ -80,9 +81,22 @@ class DataReport:
                        "would measure memory, not generalisation")
         return out
 
+    def sources_line(self) -> str:
+        """Every source in one line: the rows it gives and what it feeds, train (this step's share) or eval."""
+        parts = []
+        for name, share in self.split_shares.items():
+            read = ", ".join(f"{split} {n}" for split, n in self.rows_read[name].items())
+            feeds = []
+            if share["of"]:
+                feeds.append(f"train {share['kept']}" + (" (all)" if share["kept"] == share["of"] else
+                             f" (--data_split {self.data_split}: step {self.phase + 1}'s share of {share['of']})"))
+            if share["eval"]:
+                feeds.append(f"eval {share['eval']} ({share['eval_from']})")
+            parts.append(f"{name} [{read}] -> {', '.join(feeds) or 'nothing'}")
+        return "data: " + "; ".join(parts)
+
     def lines(self) -> list[str]:
-        out = [f"read {name}: " + ", ".join(f"{split} {n}" for split, n in splits.items())
-               for name, splits in self.rows_read.items()]
+        out = [self.sources_line()]
         everything = ",".join("1" if i == self.phase else "0" for i in range(3))
         out += [f"{name}: --data_split {self.data_split} leaves step {self.phase + 1} {share['kept']} of its "
                 f"{share['of']} train rows; --data_split {everything} uses them all"
@@ -133,20 +147,22 @@ def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], l
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def _train_and_eval(splits: Splits, spec: DataSpec, source: str, with_eval: bool) -> tuple[list[Row], list[Row]]:
-    """A source's train rows and, when it supplies the eval set, its eval rows, which never overlap them."""
+def _train_and_eval(splits: Splits, spec: DataSpec, source: str, with_eval: bool
+                    ) -> tuple[list[Row], list[Row], str]:
+    """A source's train rows and, when it supplies the eval set, its eval rows, which never overlap them, and where
+    those come from."""
     rows, taken = _select(splits, spec.train_split, source)
     if not with_eval:
-        return rows, []
+        return rows, [], ""
     trained = {split for split, _ in taken}
     eval_split = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits and s not in trained), None)
     if eval_split is None:
-        return _hold_out(rows, spec.eval_fraction, spec.seed)
+        return *_hold_out(rows, spec.eval_fraction, spec.seed), f"--eval_fraction {spec.eval_fraction:g} held out"
     evals, eval_taken = _select(splits, eval_split, source)
     if taken & eval_taken:
         raise UserError(f"{source}: --train_split {spec.train_split} and --eval_split {eval_split} share "
                         f"{len(taken & eval_taken)} rows; eval rows must not be trained on")
-    return rows, evals
+    return rows, evals, f"split {eval_split}"
 
 
 def _drop_identical(rows: list[Row], report: DataReport) -> list[Row]:
@@ -161,7 +177,9 @@ def _eval_source(name: str, spec: DataSpec, checker: RowChecker, report: DataRep
     report.rows_read[f"{name} (eval)"] = {split: len(rows) for split, rows in splits.items()}
     report.ties_skipped += ties
     chosen = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits), "train")
-    return _select(splits, chosen, name)[0]
+    rows = _select(splits, chosen, name)[0]
+    report.split_shares[f"{name} (eval)"] = {"kept": 0, "of": 0, "eval": len(rows), "eval_from": f"split {chosen}"}
+    return rows
 
 
 def load_eval_rows(spec: DataSpec) -> tuple[list[Row], DataReport]:
@@ -192,9 +210,10 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
         splits, ties = read_source(name, spec.fields, checker)
         report.rows_read[name] = {split: len(rows) for split, rows in splits.items()}
         report.ties_skipped += ties
-        rows, held = _train_and_eval(splits, spec, name, with_eval=spec.eval_data_path is None)
+        rows, held, held_from = _train_and_eval(splits, spec, name, with_eval=spec.eval_data_path is None)
         share = _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
-        report.split_shares[name] = {"kept": len(share), "of": len(rows)}
+        report.split_shares[name] = {"kept": len(share), "of": len(rows), "eval": len(held),
+                                     "eval_from": held_from}
         train += share
         evals += held
     for name in spec.eval_data_path or []:

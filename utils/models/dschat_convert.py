@@ -15,19 +15,15 @@ import json
 import pickle
 import warnings
 from pathlib import Path
-
-import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING
 
 from utils.errors import UserError, exit_on_error
-from utils.models.loading import fit_to_tokenizer, use_dedicated_pad
-from utils.models.portable import make_portable
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# torch and transformers are imported where they are used, so that the command's --help and a bad flag answer at once
 
 WEIGHTS = "pytorch_model.bin"
 BACKBONE_PREFIXES = ("rwtranrsformer.", "rwtransformer.")
@@ -37,6 +33,8 @@ HEAD = "v_head.weight"
 def _state_dict(src: Path) -> dict[str, torch.Tensor] | None:
     """The checkpoint's tensors, memory-mapped where the file allows it (only the keys are read until the weights
     are used); files in torch's old format are read whole."""
+    import torch
+
     path = src / WEIGHTS
     if not path.is_file():
         return None
@@ -82,6 +80,11 @@ def _tokenizer_source(src: Path, given: str | None) -> str:
 
 
 def convert(src: str | Path, tokenizer_name: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from utils.models.loading import fit_to_tokenizer, use_dedicated_pad
+
     src = Path(src)
     state = _state_dict(src)
     prefix = _backbone_prefix(state) if state is not None else None
@@ -117,6 +120,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="The tokenizer DeepSpeed-Chat trained with (default: the folder's own, "
                                             "or the base model its config.json names).")
     args = parser.parse_args()
+    from utils.models.portable import make_portable
+
     model, tokenizer = convert(args.src, args.tokenizer)
     model.save_pretrained(args.out_dir)
     tokenizer.save_pretrained(args.out_dir)

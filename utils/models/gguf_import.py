@@ -12,9 +12,6 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from utils.errors import UserError, exit_on_error
 
 
@@ -30,6 +27,9 @@ def packaged_gguf(package: str) -> Path:
 
 
 def import_gguf(gguf: Path, out_dir: Path) -> Path:
+    import torch  # here, not at the top: --help and a bad flag answer at once
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     kwargs = dict(gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)

@@ -29,7 +29,7 @@ def _front_matter(args: argparse.Namespace, kind: str) -> list[str]:
     base = _hub_names([args.model_name_or_path])
     if base:
         lines.append(f"base_model: {base[0]}")
-    datasets = _hub_names(args.data_path)
+    datasets = _hub_names(args.data_path + _step_only(args))
     if datasets:
         lines.append(f"datasets: [{', '.join(datasets)}]")
     return lines + ["---", ""]
@@ -64,15 +64,26 @@ def _algorithm(args: argparse.Namespace) -> str:
     return f"{args.algo}, {sampling}, kl_ctl {args.kl_ctl:g}, reward normalization {args.reward_normalization}"
 
 
+def _step_only(args: argparse.Namespace) -> list[str]:
+    """--sft_only_data_path (step 1) or --prompt_data_path (step 3): sources the step trains on whole."""
+    return getattr(args, "sft_only_data_path", None) or getattr(args, "prompt_data_path", None) or []
+
+
+def _sources(args: argparse.Namespace) -> list[str]:
+    shared = [f"{', '.join(args.data_path)} (split `{args.train_split}`, --data_split {args.data_split})"]
+    only = [f"{', '.join(_step_only(args))} (all rows)"] if _step_only(args) else []
+    return (shared if args.data_path else []) + only
+
+
 def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]:
     evals = (", ".join(args.eval_data_path) if args.eval_data_path else f"split `{args.eval_split}`"
              if args.eval_split else f"each source's test split, or a held-out {args.eval_fraction:g} of its rows")
     rows = [("base model", args.model_name_or_path),
-            ("data", f"{', '.join(args.data_path)} (split `{args.train_split}`, --data_split {args.data_split})"),
+            ("data", "; ".join(_sources(args))),
             ("eval data", evals),
             ("template", args.template),
             ("epochs, learning rate, schedule",
-             f"{args.num_train_epochs}, {args.learning_rate:g}, {args.lr_scheduler_type.value} with "
+             f"{args.num_train_epochs}, {args.learning_rate:g}, {args.lr_scheduler_type} with "
              f"{args.num_warmup_steps} warm-up steps"),
             ("weight decay", f"{args.weight_decay:g}"),
             ("global batch", f"{args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} "
