@@ -123,7 +123,7 @@ def _loss_at(out, step):
 def test_two_processes_match_one_with_the_same_global_batch(opt_dir, pair_files, one_process, tmp_path, zero_stage,
                                                             launcher):
     """Against one process without ZeRO: neither the partitioning nor the split of the batch changes the losses
-    (planted: a per-rank mean in the loss, and step 10's loss differs)."""
+    (planted: every rank reads rank 0's share of the batches, and step 10's loss differs)."""
     common = ["--num_train_epochs", 1, "--eval_iters", 1000, "--zero_stage", zero_stage]
     one = one_process
     train, evals = pair_files
