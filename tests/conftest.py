@@ -193,6 +193,7 @@ def _build_step3_models(base: Path, out: Path) -> None:
 
 @pytest.fixture(scope="session")
 def step3_models(opt_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained once per run: every step-3 test file starts from them."""
     return built_once(tmp_path_factory, "step3_models", functools.partial(_build_step3_models, opt_dir))
 
 

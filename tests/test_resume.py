@@ -17,7 +17,7 @@ from utils.engine.checkpoint import find_checkpoint
 from utils.errors import RUN_ERROR_EXIT, UserError
 from utils.flags import step_parser
 
-EPOCHS = 3  # 32 optimizer steps an epoch with one process and batch 8: a run killed after step 40 resumes into a later epoch
+EPOCHS = 3  # 32 optimizer steps an epoch with one process and batch 8: a run killed after step 40 resumes in epoch 2
 
 
 def _args(model_dir, pair_files, out, *extra):
