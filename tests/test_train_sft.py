@@ -82,16 +82,10 @@ def test_two_processes_zero2_match_one(opt_dir, pair_files, tmp_path):
     assert finals[1]["perplexity"] == pytest.approx(finals[0]["perplexity"], rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def sft(opt_dir, pair_files, tmp_path_factory):
-    """A step-1 output that steps 2 and prompt_eval.py start from."""
-    out = tmp_path_factory.mktemp("sft") / "sft"
-    return _sft(opt_dir, pair_files, out, "--per_device_train_batch_size", 8, "--num_train_epochs", 2)[0]
-
-
-def test_step2_starts_from_the_step1_output(sft, pair_files, tmp_path):
+def test_step2_starts_from_the_step1_output(opt_dir, pair_files, tmp_path):
     """The reward model learns above chance from the fine-tuned backbone, and its export scores as the trainer did
     (planted: swap chosen and rejected in bt_loss, and it ranks most eval pairs the wrong way round)."""
+    sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8)
     tokenizer = load_tokenizer(str(sft), "end", append_eos=True)
     rm = load_reward_model(str(sft), tokenizer, None, False)
     lm = AutoModelForCausalLM.from_pretrained(sft)
@@ -114,7 +108,8 @@ def test_step2_starts_from_the_step1_output(sft, pair_files, tmp_path):
     assert pair_metrics(*torch.tensor(scores))["accuracy"] == pytest.approx(final["accuracy"])
 
 
-def test_prompt_eval_shows_both_models_side_by_side(opt_dir, sft, tmp_path):
+def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_path):
+    sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8, "--num_train_epochs", 2)
 
     def prompt_eval(name, *extra):
         cmd = [sys.executable, PROMPT_EVAL, "--model_name_or_path_baseline", opt_dir, "--model_name_or_path_finetune",
