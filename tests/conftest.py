@@ -34,10 +34,30 @@ CPU_ENV = {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELI
 os.environ.update(CPU_ENV)
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """The folder `build(folder)` fills, built once per test run: the pytest-xdist workers share it through a lock,
+    so that a trained model several test files need is trained once, not once per file."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's own folder, above each worker's
+    out, done = root / "built_once" / name, root / "built_once" / f"{name}.complete"
+    out.parent.mkdir(exist_ok=True)
+    with FileLock(f"{out}.lock"):
+        if not done.exists():  # else another worker built it
+            shutil.rmtree(out, ignore_errors=True)
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def opt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OPT-like: BOS == EOS == </s>, and a <pad> token."""
-    return build_tiny_model(tmp_path_factory.mktemp("opt"), "opt", hidden=32, layers=2, heads=2, vocab_size=600)
+    """OPT-like: BOS == EOS == </s>, and a <pad> token. One folder for both workers, as step 3's models start from
+    it."""
+    return built_once(tmp_path_factory, "opt", functools.partial(build_tiny_model, family="opt", hidden=32, layers=2,
+                                                                 heads=2, vocab_size=600))
 
 
 @pytest.fixture(scope="session")
@@ -246,28 +266,37 @@ LETTER_E = """
 """
 
 
-@pytest.fixture(scope="module")
-def reward_dir(opt_dir, tmp_path_factory):
-    """A reward model with a (random) trained-looking head: the injected rule replaces its scores."""
-    out = tmp_path_factory.mktemp("rm")
-    tokenizer = AutoTokenizer.from_pretrained(opt_dir)
+def _build_step3_models(base: Path, out: Path) -> None:
+    """Step 3's tiny actor and reward model, both from the tiny OPT base."""
+    tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-    model = AutoModelForSequenceClassification.from_pretrained(opt_dir, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def actor_dir(opt_dir, tmp_path_factory):
-    """A briefly fine-tuned policy: it ends about half of its answers, so that RAFT has finished answers to keep."""
-    out = tmp_path_factory.mktemp("sft")
-    run_step1(["--model_name_or_path", opt_dir, "--data_path", "synthetic:400", "--data_split", "1,0,0",
+    model.save_pretrained(out / "rm")
+    tokenizer.save_pretrained(out / "rm")
+    run_step1(["--model_name_or_path", base, "--data_path", "synthetic:400", "--data_split", "1,0,0",
                "--num_train_epochs", 2, "--learning_rate", 3e-3, "--max_seq_len", 64, "--dropout", 0.0, "--dtype",
-               "fp32", "--output_dir", out])
-    return out
+               "fp32", "--output_dir", out / "sft"])
+
+
+@pytest.fixture(scope="session")
+def step3_models(opt_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained once per run: every step-3 test file starts from them."""
+    return built_once(tmp_path_factory, "step3_models", functools.partial(_build_step3_models, opt_dir))
+
+
+@pytest.fixture(scope="session")
+def reward_dir(step3_models: Path) -> Path:
+    """A reward model with a (random) trained-looking head, on the tiny OPT base: the injected rule replaces its
+    scores."""
+    return step3_models / "rm"
+
+
+@pytest.fixture(scope="session")
+def actor_dir(step3_models: Path) -> Path:
+    """A briefly fine-tuned policy: it ends about half of its answers, so that RAFT has finished answers to keep."""
+    return step3_models / "sft"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
-"""One step-3 optimizer step on a fixed rollout, under the flags given: tests/test_train_rlhf.py runs it on 1 and on 2
-processes (ZeRO-2), which must end with the same weights. The rollout is sampled whole, with one seed, on every
-process; each process learns from its own share of the prompts, as in a run."""
+"""One step-3 optimizer step on a fixed rollout, under the flags given, for each algorithm in $ALGOS (rloo,raft):
+tests/test_rlhf_processes.py runs it on 1 and on 2 processes (ZeRO-2), which must end with the same weights. The
+rollout is sampled whole, with one seed, on every process; each process learns from its own share of the prompts, as
+in a run. The algorithms share a launch, as each launch spends seconds importing."""
+import os
 import sys
 from pathlib import Path
 
@@ -17,9 +19,8 @@ from utils.objectives.rollout import encode_prompts, sample, sampling_config
 PROMPTS = [{"prompt": f"What is {i} plus {i + 1}?"} for i in range(8)]
 
 
-def main() -> None:
-    args = step_parser(3).parse_args(sys.argv[1:])
-    dist.init_distributed()
+def one_step(args) -> None:
+    """The step of `args.algo`, from the starting weights: its weights and the scores go to weights-ALGO.pt."""
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False)
     reference = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, False).requires_grad_(False).eval()
@@ -38,9 +39,14 @@ def main() -> None:
     engine.step()
     if dist.is_main():
         weights = {name: p.detach().clone() for name, p in engine.module.named_parameters()}
-        torch.save({"weights": weights, "scores": scores}, Path(args.output_dir) / "weights.pt")
-    dist.shutdown()
+        torch.save({"weights": weights, "scores": scores}, Path(args.output_dir) / f"weights-{args.algo}.pt")
 
+
+def main() -> None:
+    dist.init_distributed()
+    for algo in os.environ["ALGOS"].split(","):
+        one_step(step_parser(3).parse_args([*sys.argv[1:], "--algo", algo]))
+    dist.shutdown()
 
 if __name__ == "__main__":
     main()

@@ -285,7 +285,8 @@ def test_slurm_preemption_requeues_and_the_rerun_resumes(opt_dir, pair_files, tm
     out = tmp_path / "run"
     env = _slurm_env(_fake_slurm_bin(tmp_path, ["localhost"]), "localhost", 1, 2)
     env |= _tiny_run_env(opt_dir, pair_files, out) | {"PYTHON": sys.executable}
-    args = ["training_scripts/opt/multi_node/run_350m.sh", *_tiny_flags(pair_files), "--num_train_epochs", "20"]
+    epochs = 6  # 16 steps each on 2 tasks: the first logged step comes long before the end
+    args = ["training_scripts/opt/multi_node/run_350m.sh", *_tiny_flags(pair_files), "--num_train_epochs", str(epochs)]
     clean = {k: v for k, v in os.environ.items() if k not in OVERRIDES and not k.startswith("SLURM_")}
     job = subprocess.Popen(["bash", str(ROOT / SBATCH), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, cwd=ROOT, env=clean | CPU_ENV | {"PATH": VENV_PATH} | env)
@@ -303,4 +304,4 @@ def test_slurm_preemption_requeues_and_the_rerun_resumes(opt_dir, pair_files, tm
     assert again.returncode == 0, again.stdout[-3000:]
     assert "resum" in again.stdout.lower() and (out / "eval_results.json").exists()
     steps = [r["step"] for r in read_metrics(out) if r["split"] == "train"]
-    assert steps == list(range(1, 20 * 16 + 1)), "every step once: the rerun continued where the checkpoint left"
+    assert steps == list(range(1, epochs * 16 + 1)), "every step once: the rerun continued where the checkpoint left"

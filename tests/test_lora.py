@@ -30,7 +30,7 @@ def test_zero3_export_scores_as_the_engine_did(opt_dir, pair_files, tmp_path, lo
     run_step2(["--model_name_or_path", opt_dir, "--data_path", pair_files[0], "--eval_data_path", pair_files[1],
                "--per_device_train_batch_size", 8 // nproc, "--per_device_eval_batch_size", 16, "--max_seq_len", 96,
                "--learning_rate", 3e-3, "--dropout", 0.0, "--dtype", "fp32", "--zero_stage", 3,
-               "--output_dir", out, *(LORA if lora else [])], nproc=nproc)
+               "--output_dir", out, *(LORA if lora else [])], nproc=nproc, launcher="torchrun")
     final = json.loads((out / "eval_results.json").read_text())
     rows = read_source(str(pair_files[1]))[0]["train"]
     texts = [format_text(r["prompt"], r[k], "dschat") for k in ("chosen", "rejected") for r in rows]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import CPU_ENV, STEP1, STEP2, free_port, main_exits, read_metrics, run_step1, run_step2
 from utils.errors import RUN_ERROR_EXIT
 
-EPOCHS = 6  # 32 optimizer steps an epoch with one process and batch 8
+EPOCHS = 3  # 32 optimizer steps an epoch with one process and batch 8: a run killed after step 40 resumes in epoch 2
 
 
 def _args(model_dir, pair_files, out, *extra):
@@ -101,7 +101,7 @@ def test_sigkill_two_processes_then_resume(opt_dir, pair_files, tmp_path, monkey
     run_step2(_args(opt_dir, pair_files, out, *common, "--resume"), nproc=2, launcher="torchrun")
     _same_run(out, reference)
 
-    # The same checkpoint with one process: refused with the reason, before any model is loaded.
+    # The same checkpoint with one process (this one, outside any process group): refused with the reason.
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
     code, _, stderr = main_exits(STEP2, _args(opt_dir, pair_files, out, *common, "--resume_from", latest,
                                               "--overwrite_output_dir"), monkeypatch, capsys)
