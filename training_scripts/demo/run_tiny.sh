@@ -37,7 +37,7 @@ demo_step3() {
       --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
       --num_generations 4 --per_device_generation_batch_size 8 --per_device_training_batch_size 8 \
       --max_prompt_seq_len 64 --max_answer_seq_len 32 --actor_learning_rate 1.5e-4 --actor_weight_decay 0.0 \
-      --actor_dropout 0.0 --eval_data_path synthetic:14000 --per_device_eval_batch_size 64 --eval_iters 7 \
+      --actor_dropout 0.0 --eval_data_path synthetic:30000 --per_device_eval_batch_size 128 --eval_iters 6 \
       --judge synthetic "${own[@]}" "$@"
   done
 }
