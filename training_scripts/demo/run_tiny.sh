@@ -21,7 +21,7 @@ export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 # answers narrows them faster. Each run is judged before and after on 768 held-out prompts from a larger synthetic
 # draw's held-out tenth (74 to 89 flawed answers before, over seeds 1234, 7 and 1): DATA's own tenth leaves only
 # about 145 questions that step 3 does not train on, too few to count the flaws by.
-declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4 --actor_learning_rate 1e-4"
+declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4 --actor_learning_rate 1.25e-4"
                 [ppo]="--num_train_epochs 2 --ppo_epochs 2 --critic_learning_rate 1e-4 --kl_ctl 0.2"
                 [online_dpo]="--num_generations 4 --label_smoothing 0.1 --prompts_per_iteration 64 --num_iterations 8")
 OWN[online_dpo]+=" --tie_threshold 4 --beta 0.3 --actor_learning_rate 2e-4 --lr_scheduler_type constant"
