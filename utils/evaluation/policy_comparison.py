@@ -25,7 +25,7 @@ def finished_runs(step_dir: Path) -> dict[str, Path]:
             if (path.parent / EVAL_BEFORE).exists()}
 
 
-def _figures(run: Path) -> dict[str, float]:
+def run_figures(run: Path) -> dict[str, float]:
     before = json.loads((run / EVAL_BEFORE).read_text())
     after = json.loads((run / FINISHED).read_text())
     out = {"prompts": after["prompts"]}
@@ -48,7 +48,7 @@ def _row(name: str, figures: dict[str, float], suffix: str) -> list[str]:
 def compare_policies(step_dir: Path) -> list[str]:
     """Write step_dir/eval_results.json (per run: each figure before and after) and return the table's lines; none
     without a finished run. A run that started from other held-out figures gets its own "before" row."""
-    figures = {name: _figures(run) for name, run in finished_runs(step_dir).items()}
+    figures = {name: run_figures(run) for name, run in finished_runs(step_dir).items()}
     if not figures:
         return []
     (step_dir / COMPARISON).write_text(json.dumps(figures, indent=2) + "\n")
