@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CPU_ENV, ROOT, free_port, read_metrics
-from utils.flags import DATA_FLAGS, given_flags, step_parser
+from utils.flags import DATA_FLAGS, given_flags, parse_flags, step_parser
 
 SCRIPTS = ROOT / "training_scripts"
 LAUNCHERS = sorted(p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("*/*/*.sh")) + sorted(
@@ -87,11 +87,12 @@ def test_every_launcher_prints_commands_its_entrypoints_accept(script, hostfile,
     commands = parsed_commands(words)
     runs = [(prefix, args) for prefix, name, args in commands if name.endswith("main.py")]
     assert runs, "a launcher trains something"
-    for command in words:  # the built-in demo data is what a command without a data flag trains on
+    for command in words:  # no command trains on the built-in demo data or passes a flag its run does not read
         entry = next((i for i, w in enumerate(command) if w.endswith("main.py")), None)
         if entry is not None:
             step = int(Path(command[entry]).parent.name[len("step")])
             assert set(DATA_FLAGS) & set(given_flags(step, command[entry + 1:])), command
+            assert parse_flags(step, command[entry + 1:])[1] == [], command
     for prefix, args in runs:
         assert prefix[0] == "deepspeed" and args.resume
         assert args.tensorboard_path.startswith(args.output_dir)

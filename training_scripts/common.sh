@@ -144,7 +144,7 @@ dschat_reward_model() {
 dschat_ppo() {
   train rlhf "$OUTPUT/step3_rlhf" --algo ppo --actor_model_name_or_path "$OUTPUT/step1_sft" \
     --critic_model_name_or_path "$OUTPUT/step2_reward_model" --data_path "${DATA_SOURCES[@]}" --data_split 2,4,4 \
-    --num_padding_at_beginning 1 --num_generations 1 --per_device_generation_batch_size 4 \
+    --num_generations 1 --per_device_generation_batch_size 4 \
     --per_device_training_batch_size 4 --generation_batches 1 --ppo_epochs 1 --max_prompt_seq_len 256 \
     --max_answer_seq_len 256 --critic_learning_rate 5e-6 --num_train_epochs 1 --lr_scheduler_type cosine \
     --gradient_accumulation_steps 1 --num_warmup_steps 100 --actor_dropout 0.0 --seed 1234 \

@@ -35,7 +35,7 @@ demo_step3() {
   for algo in rloo raft ppo online_dpo; do
     read -ra own <<< "${OWN[$algo]}"
     train rlhf "$out/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \
-      --critic_model_name_or_path "$OUTPUT/step2_reward_model" --num_padding_at_beginning 1 \
+      --critic_model_name_or_path "$OUTPUT/step2_reward_model" \
       --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
       --num_generations 4 --per_device_generation_batch_size 8 --per_device_training_batch_size 8 \
       --max_prompt_seq_len 64 --max_answer_seq_len 32 --actor_learning_rate 1.5e-4 --actor_weight_decay 0.0 \
