@@ -4,23 +4,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import inspect
+import io
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+import traceback
 from pathlib import Path
 from types import ModuleType
 
 import psutil
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+import utils.objectives.policy as policy
 from utils import distributed
 from utils.data.synthetic import generate_pairs
 from utils.models.tiny import build_tiny_model
@@ -32,6 +38,7 @@ STEP3 = ROOT / "training" / "step3_rlhf_finetuning" / "main.py"
 CPU_ENV = {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore"}
 os.environ.update(CPU_ENV)
+torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 gives the subprocesses: the runs in this one add up alike
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
@@ -119,13 +126,11 @@ def free_port() -> str:
 
 
 def _rank_outputs(logs: Path, launcher: str, nproc: int) -> list[tuple[str, str]]:
-    """Each rank's (stdout, stderr) from the launcher's per-rank logs (none for one process); the deepspeed launcher
-    writes both streams of a rank to one file, given here as its stdout."""
+    """Each rank's (stdout, stderr) from the launcher's per-rank logs; the deepspeed launcher writes both streams of a
+    rank to one file, given here as its stdout."""
     def read(pattern: str) -> str:
         return "".join(path.read_text(errors="replace") for path in sorted(logs.glob(pattern)))
 
-    if nproc == 1:
-        return []
     if launcher == "deepspeed":
         return [(read(f"*_rank{rank}.log"), "") for rank in range(nproc)]
     return [(read(f"*/attempt_*/{rank}/stdout.log"), read(f"*/attempt_*/{rank}/stderr.log")) for rank in range(nproc)]
@@ -151,17 +156,19 @@ def _report(ranks: list[tuple[str, str]], stdout: str, stderr: str) -> str:
 
 def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed", check: bool = True,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a step as a user would: plain python for one process, the deepspeed launcher or torchrun for more.
+    """Run a step as a user would: its main() with the command line for one process, the deepspeed launcher or
+    torchrun for more.
 
-    Several processes write a log per rank; the result's stdout and stderr are the launcher's followed by each
-    rank's, in rank order. A failure or a hang names each rank's first traceback, so that the rank which failed first
-    is known whatever the others printed after it (the deepspeed launcher names the last rank's command whichever
-    rank failed)."""
+    One process runs in this one (`run_here`): a subprocess would spend most of a tiny run importing torch,
+    transformers and deepspeed again. Several processes write a log per rank; the result's stdout and stderr are the
+    launcher's followed by each rank's, in rank order. A failure or a hang names each rank's first traceback, so that
+    the rank which failed first is known whatever the others printed after it (the deepspeed launcher names the last
+    rank's command whichever rank failed)."""
+    if nproc == 1:
+        return run_here(script, args, check, env)
     logs = Path(tempfile.mkdtemp(prefix="rank-logs-"))
     port = free_port()
-    if nproc == 1:
-        cmd = [sys.executable, str(script)]
-    elif launcher == "deepspeed":
+    if launcher == "deepspeed":
         cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port,
                f"--enable_each_rank_log={logs}", str(script)]
     else:
@@ -195,6 +202,51 @@ run_step2 = functools.partial(run_step, STEP2)
 run_step3 = functools.partial(run_step, STEP3)
 
 
+def run_here(script: Path | ModuleType, args: list, check: bool = True, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
+    """A one-process run of `script` (a script's path, or a `python -m` module) in this process, as its command line
+    runs it from /, in `env`: its exit status and what it printed. What a run changes in the process (the
+    environment, the signal handlers it installs, the working directory, what DeepSpeed patches) is put back after
+    it."""
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        os.environ.update(env or {})
+        os.chdir("/")
+        sys.argv = [str(script), *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as patch:
+            # DeepSpeed keeps the groups it derives from the first process group: the world of one stays for the
+            # next run in this process. A test's main_exits before it does not keep this run out of it.
+            patch.setattr(distributed, "shutdown", lambda: None)
+            patch.setattr(distributed, "init_distributed", JOIN_PROCESS_GROUP)
+            # ZeRO-3 puts its own torch.nn.functional.linear in place and leaves it there, which changes the last
+            # digits of every later run's sums
+            patch.setattr(torch.nn.functional, "linear", torch.nn.functional.linear)
+            if isinstance(env, Injected):
+                patch.setattr(policy, "reward_scores", letter_e)
+            try:
+                (entrypoint(script) if isinstance(script, Path) else script).main()
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            except Exception:  # as the interpreter would: the traceback on stderr, exit status 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+    command = [sys.executable, *([str(script)] if isinstance(script, Path) else ["-m", script.__name__]),
+               *map(str, args)]
+    if check and code != 0:
+        raise AssertionError(f"{shlex.join(command)} failed ({code}):\n{out.getvalue()[-3000:]}\n"
+                             f"{err.getvalue()[-5000:]}")
+    return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+
+
 @functools.cache
 def entrypoint(script: Path):
     """A script (training/*/main.py, rw_eval.py) as a module, loaded once."""
@@ -202,6 +254,9 @@ def entrypoint(script: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+JOIN_PROCESS_GROUP = distributed.init_distributed
 
 
 def main_exits(script: Path | ModuleType, args: list, monkeypatch: pytest.MonkeyPatch,
@@ -252,18 +307,16 @@ def read_metrics(output_dir: Path) -> list[dict]:
 
 
 # Step 3's tiny actor, reward model and injected reward, shared by its test files.
-# The answer's reward: how many times it writes the letter e, which varies from answer to answer even under a random
-# policy: a rule that moves within a few updates from a random start, where a real reward model would need a trained
-# policy.
-LETTER_E = """
-    import torch
-    import utils.objectives.policy as policy
+def letter_e(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32, shared=True) -> torch.Tensor:
+    """The answer's reward: how many times it writes the letter e, which varies from answer to answer even under a
+    random policy: a rule that moves within a few updates from a random start, where a real reward model would need a
+    trained policy. It stands in for `utils.objectives.policy.reward_scores`."""
+    return torch.tensor([float(answer.count("e")) for answer in rollout.answers])
 
-    def rule(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32, shared=True):
-        return torch.tensor([float(answer.count("e")) for answer in rollout.answers])
 
-    policy.reward_scores = rule
-"""
+class Injected(dict):
+    """The environment that makes `letter_e` step 3's reward in a subprocess, through a sitecustomize.py on
+    PYTHONPATH; `run_here` patches the same rule in for a run in this process."""
 
 
 def _build_step3_models(base: Path, out: Path) -> None:
@@ -300,10 +353,11 @@ def actor_dir(step3_models: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def inject(tmp_path_factory):
+def inject(tmp_path_factory) -> Injected:
     folder = tmp_path_factory.mktemp("inject")
-    (folder / "sitecustomize.py").write_text(textwrap.dedent(LETTER_E))
-    return {"PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    (folder / "sitecustomize.py").write_text("import torch\nimport utils.objectives.policy as policy\n\n\n"
+                                             + inspect.getsource(letter_e) + "\n\npolicy.reward_scores = letter_e\n")
+    return Injected(PYTHONPATH=f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
 def rlhf_args(actor, reward, out, *extra):

@@ -3,7 +3,6 @@ transformers loads and that scores as DeepSpeed-Chat's own first_pad rule did.""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from conftest import ROOT, entrypoint, main_exits, score_like_users
+from conftest import ROOT, entrypoint, main_exits, run_here, score_like_users
 from utils.models import dschat_convert
 from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.data.formatting import format_text
@@ -65,9 +64,7 @@ def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family,
     ckpt = _dschat_checkpoint(base, tmp_path / "dschat", prefix)
     assert is_dschat_checkpoint(ckpt) and not is_dschat_checkpoint(base)
     out = tmp_path / "converted"
-    proc = subprocess.run([sys.executable, "-m", "utils.models.dschat_convert", str(ckpt), str(out)], capture_output=True,
-                          text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_here(dschat_convert, [ckpt, out])
     assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
 
     model = AutoModelForSequenceClassification.from_pretrained(out)
@@ -84,10 +81,8 @@ def test_converted_model_scores_as_deepspeed_chat_did(request, tmp_path, family,
 
 def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir, tmp_path, monkeypatch, capsys):
     ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat")
-    proc = subprocess.run([sys.executable, "rw_eval.py", "--model_name_or_path", str(ckpt), "--prompt", "Hi?",
-                           "--answer", "Hello.", "--output", str(tmp_path / "scores.json"), "--check_pipeline"],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_here(ROOT / "rw_eval.py", ["--model_name_or_path", ckpt, "--prompt", "Hi?", "--answer", "Hello.",
+                                          "--output", tmp_path / "scores.json", "--check_pipeline"])
     assert "DeepSpeed-Chat step-2 checkpoint" in proc.stdout and "converted it" in proc.stdout
     text = format_text("Hi?", "Hello.", "dschat")
     expected = _dschat_scores(opt_dir, ckpt, [text], num_padding=1)[0].item()
@@ -99,8 +94,7 @@ def test_rw_eval_takes_a_deepspeed_chat_folder_and_says_it_converted_it(opt_dir,
 
 def test_conversion_errors_name_what_is_missing(opt_dir, tmp_path, monkeypatch, capsys):
     ckpt = _dschat_checkpoint(opt_dir, tmp_path / "dschat", record_name=False)
-    proc = subprocess.run([sys.executable, "-m", "utils.models.dschat_convert", str(ckpt), str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT)  # a user's command line: one line, no traceback
+    proc = run_here(dschat_convert, [ckpt, tmp_path / "out"], check=False)  # one line, no traceback
     assert proc.returncode == 2 and "pass --tokenizer" in proc.stderr and "Traceback" not in proc.stderr
     rw_eval = ["--model_name_or_path", ckpt, "--prompt", "Hi?", "--answer", "Hi."]
     code, _, stderr = main_exits(ROOT / "rw_eval.py", rw_eval, monkeypatch, capsys)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, main_exits, write_jsonl
-from utils.evaluation import run_summary
+from conftest import main_exits, run_here, write_jsonl
+from utils.evaluation import run_summary, seed_table
 from utils.evaluation.run_summary import step_dirs, summary_line
 
 
@@ -38,9 +37,7 @@ def test_summary_lines_and_curves(tmp_path):
     assert step_dirs(tmp_path) == [sft, rm, dpo] and step_dirs(sft) == [sft]
     assert summary_line(sft, [json.loads(l) for l in (sft / "metrics.jsonl").read_text().splitlines()]) == \
         "step1_sft: perplexity 7.389 before training, 2.718 after 2 steps"
-    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True, text=True,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_here(run_summary, [tmp_path])
     assert proc.stdout.splitlines()[1] == "step2_reward_model: accuracy 0.5 before training, 0.625 at step 1 (unfinished)"
     assert proc.stdout.splitlines()[2] == "step3_dpo: pair_accuracy 0 before training, 0.875 after 1 steps"
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
@@ -69,9 +66,7 @@ def test_step_3_runs_side_by_side(tmp_path):
     _policy(tmp_path / "step3_rlhf" / "rloo", before, rloo)
     _policy(tmp_path / "step3_rlhf" / "raft", before, raft)
     _policy(tmp_path / "step3_rlhf" / "unfinished", before, rloo).joinpath("eval_results.json").unlink()
-    proc = subprocess.run([sys.executable, "-m", "utils.evaluation.run_summary", str(tmp_path)], capture_output=True,
-                          text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_here(run_summary, [tmp_path])
     lines = proc.stdout.splitlines()
     assert lines[:3] == ["step3_rlhf/raft: reward 4 before training, 8 after 1 steps",
                          "step3_rlhf/rloo: reward 4 before training, 8.5 after 1 steps",
@@ -94,9 +89,8 @@ def test_step_3_runs_side_by_side(tmp_path):
 
 
 def _seed_table(tmp_path: Path, runs: dict[int, Path]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "utils.evaluation.seed_table", str(tmp_path / "seeds.json"),
-                           *(f"{seed}={path}" for seed, path in runs.items())], capture_output=True, text=True,
-                          cwd=ROOT)
+    return run_here(seed_table, [tmp_path / "seeds.json", *(f"{seed}={path}" for seed, path in runs.items())],
+                    check=False)
 
 
 def test_seed_table_checks_every_target_for_every_seed(tmp_path):

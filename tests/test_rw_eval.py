@@ -1,12 +1,10 @@
 """rw_eval.py on a tiny trained reward model: tables, ad hoc scores, pairwise evaluation, normalization, parity."""
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, main_exits, run_step2
+from conftest import ROOT, main_exits, run_here, run_step2
 from transformers import AutoConfig, pipeline
 
 from utils.data.formatting import format_text
@@ -30,8 +28,7 @@ def reward_model(opt_dir, pair_files, tmp_path_factory):
 
 
 def _rw_eval(model_dir, *args, check=True):
-    return subprocess.run([sys.executable, str(RW_EVAL), "--model_name_or_path", str(model_dir), *map(str, args)],
-                          capture_output=True, text=True, check=check)
+    return run_here(RW_EVAL, ["--model_name_or_path", model_dir, *args], check=check)
 
 
 def _pipeline(model_dir, pairs):
