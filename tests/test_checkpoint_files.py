@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.engine.checkpoint import Position, find_checkpoint, save_checkpoint
 from utils.engine.run import _check_output_dir
+from utils.finished import exit_if_finished
 from utils.errors import RunError, UserError
 from utils.models.export import export_model
 
@@ -124,7 +125,7 @@ def test_an_export_stopped_after_the_weights_leaves_no_results_beside_them(opt_d
 def test_overwrite_retires_the_finished_marker_so_a_stopped_new_run_resumes(tmp_path):
     """--overwrite_output_dir on a finished run: should the new run stop before its export, --resume must continue
     it, not report the old run as finished. Planted: no unlink of eval_results.json under --overwrite_output_dir
-    (the second call then exits 0 with "nothing to resume")."""
+    (the resume then exits 0 with "nothing to resume")."""
     (tmp_path / "eval_results.json").write_text("{}")
     (tmp_path / "model.safetensors").write_text("the finished run's weights")
     (tmp_path / "checkpoints" / "step8").mkdir(parents=True)
@@ -133,4 +134,6 @@ def test_overwrite_retires_the_finished_marker_so_a_stopped_new_run_resumes(tmp_
     assert not (tmp_path / "eval_results.json").exists() and not (tmp_path / "checkpoints").exists()
     assert (tmp_path / "model.safetensors").exists(), "the old model stays until the new export replaces it"
     (tmp_path / "checkpoints" / "step2").mkdir(parents=True)  # the new run's checkpoint, then it was stopped
-    _check_output_dir(argparse.Namespace(**flags, resume=True, overwrite_output_dir=False))  # no SystemExit
+    resume = argparse.Namespace(**flags, resume=True, overwrite_output_dir=False)
+    exit_if_finished(resume)  # no SystemExit
+    _check_output_dir(resume)

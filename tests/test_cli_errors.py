@@ -31,12 +31,12 @@ ENTRYPOINTS = [STEP1, STEP2, STEP3, PROMPT_EVAL, RW_EVAL, "-mutils.models.dschat
 
 
 def _light(target, *args):
-    """A user's command line in a fresh interpreter: its exit status and stderr, after checking that it imported
-    none of HEAVY."""
+    """A user's command line in a fresh interpreter: its exit status, stdout and stderr, after checking that it
+    imported none of HEAVY."""
     proc = subprocess.run([sys.executable, "-c", RUNNER, str(target), *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.stdout.splitlines()[-1] == "imported: ", proc.stdout[-2000:] + proc.stderr[-2000:]
-    return proc.returncode, proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _name(target) -> str:
@@ -45,7 +45,7 @@ def _name(target) -> str:
 
 @pytest.mark.parametrize("target", ENTRYPOINTS, ids=_name)
 def test_help_imports_nothing_heavy(target):
-    code, _ = _light(target, "--help")
+    code, _, _ = _light(target, "--help")
     assert code == 0
 
 
@@ -71,9 +71,19 @@ STEP3_BASE = ["--actor_model_name_or_path", "a", "--critic_model_name_or_path", 
     ("-mutils.models.dschat_convert", ["src"], "the following arguments are required: out_dir"),
 ])
 def test_flag_mistakes_answer_in_one_line_without_heavy_imports(target, args, message):
-    code, stderr = _light(target, *args)
+    code, _, stderr = _light(target, *args)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert sum(line.startswith("error:") or ": error: " in line for line in stderr.splitlines()) == 1, stderr
+
+
+@pytest.mark.parametrize("target", [STEP1, STEP2, STEP3], ids=_name)
+def test_a_finished_run_resumed_exits_at_once(target, tmp_path):
+    """A launcher's rerun passes --resume to every step: a finished one says so and exits 0 before the libraries load
+    (planted: the check back after the engine's imports)."""
+    (tmp_path / "eval_results.json").write_text("{}")
+    model = STEP3_BASE[:4] if target == STEP3 else ["--model_name_or_path", "m"]
+    code, stdout, _ = _light(target, *model, "--data_path", "synthetic", "--output_dir", tmp_path, "--resume")
+    assert code == 0 and f"--output_dir {tmp_path} holds a finished run" in stdout and "nothing to resume" in stdout
 
 
 def test_a_mistake_after_the_engine_loads_is_one_line_too(opt_dir, tmp_path):

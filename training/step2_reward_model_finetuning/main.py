@@ -6,12 +6,14 @@ import functools
 from utils.data.sources import FIELDS
 from utils.data.splits import DataSpec
 from utils.errors import exit_on_error
+from utils.finished import exit_if_finished
 from utils.flags import parse_flags
 
 
 @exit_on_error
 def main() -> None:
     args, warnings = parse_flags(2)  # before torch, deepspeed and transformers load: their mistakes answer at once
+    exit_if_finished(args)  # a launcher's rerun skips a finished step at once
     from utils.data.encoding import encode_pairs
     from utils.engine.loop import build_engine, eval_loader, optimizer_steps, train, train_loader
     from utils.engine.run import start_run

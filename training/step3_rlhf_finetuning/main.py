@@ -3,12 +3,14 @@ pairs (DPO); export it as a causal LM."""
 from __future__ import annotations
 
 from utils.errors import exit_on_error
+from utils.finished import exit_if_finished
 from utils.flags import parse_flags
 
 
 @exit_on_error
 def main() -> None:
     args, warnings = parse_flags(3)  # before torch, deepspeed and transformers load: their mistakes answer at once
+    exit_if_finished(args)  # a launcher's rerun skips a finished step at once
     from utils.objectives.rlhf import run_step3
 
     run_step3(args, warnings)

@@ -21,7 +21,8 @@ from utils.engine.ds_config import deepspeed_config, resolve_dtype
 from utils.engine.loop import on_gpu, zero3_loading
 from utils.engine.run_log import RunLog
 from utils.errors import UserError
-from utils.models.export import FINISHED, export_model
+from utils.finished import FINISHED
+from utils.models.export import export_model
 from utils.models.model_card import model_card
 
 Encoder = Callable[[list[Row], str], tuple[list[dict[str, list[int]]], EncodeReport]]  # (rows, split) -> encoded
@@ -91,8 +92,8 @@ def _check_output_dir(args: argparse.Namespace) -> None:
 
     A finished run (FINISHED is there) or an unfinished one's checkpoints are replaced only on
     --overwrite_output_dir, which retires FINISHED at once: should the new run stop early, --resume then continues
-    it instead of taking the folder for the old, finished run. --resume continues an unfinished run, and has
-    nothing to do for a finished one.
+    it instead of taking the folder for the old, finished run. --resume continues an unfinished run; on a finished
+    one it stopped before this, in exit_if_finished.
     """
     out = Path(args.output_dir)
     try:
@@ -113,11 +114,6 @@ def _check_output_dir(args: argparse.Namespace) -> None:
                 (out / FINISHED).unlink(missing_ok=True)  # the old model stays until the new export replaces it
         return
     if (out / FINISHED).exists():
-        if resuming:
-            if dist.is_main():
-                print(f"--output_dir {out} holds a finished run ({FINISHED} is there): nothing to resume", flush=True)
-            dist.shutdown()
-            raise SystemExit(0)
         raise UserError(f"--output_dir {out} holds a finished run ({FINISHED} is there): pass "
                         "--overwrite_output_dir to replace it, or choose another --output_dir")
     if not resuming and any((out / CHECKPOINTS).glob("step*")):

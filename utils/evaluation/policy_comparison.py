@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from utils.models.export import FINISHED
+from utils.finished import FINISHED
 from utils.objectives.policy import EVAL_BEFORE
 
 # (metric, column title, format); every metric but the KL and the win rate is kept before and after.

@@ -14,11 +14,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import RunError
+from utils.finished import FINISHED
 from utils.models.lora import merge_lora
 from utils.models.portable import make_portable
-
-FINISHED = "eval_results.json"  # the final evaluation, written last: its presence marks a completed run
-
 
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:
     """The complete weights on rank 0 (empty elsewhere), one gathered parameter at a time under ZeRO-3."""
