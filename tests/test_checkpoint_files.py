@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from utils.engine.checkpoint import Position, find_checkpoint, save_checkpoint
 from utils.engine.run import _check_output_dir
-from utils.finished import exit_if_finished
+from utils.run_files import exit_if_finished
 from utils.errors import RunError, UserError
 from utils.models.export import export_model
 

@@ -21,7 +21,8 @@ SCRIPTS = ROOT / "training_scripts"
 LAUNCHERS = sorted(p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("*/*/*.sh")) + sorted(
     p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("demo/*.sh"))
 MULTI_NODE = [name for name in LAUNCHERS if "/multi_node/" in name]
-OVERRIDES = ("MODEL", "REWARD_MODEL", "DATA", "OUTPUT", "ZERO_STAGE", "NUM_GPUS", "HOSTFILE", "LAUNCHER", "MASTER_ADDR", "MASTER_PORT")
+OVERRIDES = ("MODEL", "REWARD_MODEL", "DATA", "OUTPUT", "ZERO_STAGE", "NUM_GPUS", "HOSTFILE", "LAUNCHER", "MASTER_ADDR",
+             "MASTER_PORT", "SFT_FLAGS", "REWARD_FLAGS", "RLHF_FLAGS")
 VENV_PATH = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
 
 
@@ -108,15 +109,19 @@ def test_every_launcher_prints_commands_its_entrypoints_accept(script, hostfile,
 def test_overrides_and_extra_flags_reach_every_training_command(script, opt_dir, pair_files, tmp_path):
     out = tmp_path / "run"
     env = {"MODEL": str(opt_dir), "REWARD_MODEL": "my-org/reward-base", "DATA": f"{pair_files[0]} synthetic",
-           "OUTPUT": str(out), "ZERO_STAGE": "1", "NUM_GPUS": "2", "MASTER_PORT": "29611"}
-    runs = [(prefix, name, args) for prefix, name, args in parsed_commands(dry_run(script, env, "--seed", "7"))
+           "OUTPUT": str(out), "ZERO_STAGE": "1", "NUM_GPUS": "2", "MASTER_PORT": "29611",
+           "SFT_FLAGS": "--seed 1", "REWARD_FLAGS": "--seed 2  --dropout 0.25", "RLHF_FLAGS": "--seed 3"}
+    runs = [(prefix, name, args) for prefix, name, args in parsed_commands(dry_run(script, env, "--seed", "7", "--data_split", "1,1,1"))
             if name.endswith("main.py")]
+    assert [args.seed for _, name, args in runs] == [int(name[len("training/step")]) for _, name, _ in runs], \
+        "each step's own flags, after the launcher's arguments"
+    assert [args.dropout for _, name, args in runs if "step2" in name] == [0.25]
     assert runs[0][2].model_name_or_path == str(opt_dir)
     for prefix, name, args in runs:
         assert prefix == ["deepspeed", "--master_port", "29611", "--num_gpus", "2"]
         assert args.data_path == [str(pair_files[0]), "synthetic"]
         assert Path(args.output_dir).is_relative_to(out)
-        assert args.zero_stage == 1 and args.seed == 7
+        assert args.zero_stage == 1 and args.data_split == "1,1,1"
         if "step3" in name:
             assert args.critic_zero_stage in (None, 1) and args.model_name_or_path == str(out / "step1_sft")
     assert all(args.model_name_or_path in (str(out / "step1_sft"), env["REWARD_MODEL"]) for *_, args in runs[1:]), \

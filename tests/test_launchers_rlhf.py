@@ -1,9 +1,15 @@
 """The step-3 launchers for real on CPU, in a file of their own so that the test workers share the launcher tests."""
+import json
+import shutil
 import sys
 from pathlib import Path
 
 from conftest import read_metrics
 from test_launchers import SBATCH, _fake_slurm_bin, _slurm_env, _tiny_run_env, launch
+
+# Step 3's recipes generate up to 256 tokens for prompts of up to 256: a tiny random actor seldom ends an answer, and
+# every token of a partitioned ZeRO-3 actor gathers each layer
+SHORT_ANSWERS = {"RLHF_FLAGS": "--max_prompt_seq_len 64 --max_answer_seq_len 16"}
 
 
 def _half(pair_files: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
@@ -15,28 +21,37 @@ def _half(pair_files: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 
 def test_single_gpu_rlhf_launcher_runs_steps_1_to_3_for_real(opt_dir, pair_files, tmp_path):
     """run_1.3b.sh, DeepSpeed-Chat's single-GPU example, on tiny models: SFT with LoRA, a reward model, then PPO with
-    LoRA and gradient accumulation on the actor and a critic from the reward model; the summary covers all three."""
+    LoRA and gradient accumulation on the actor and a critic from the reward model; the summary covers all three.
+    Step 3's answers are cut to 16 tokens by RLHF_FLAGS, which steps 1 and 2 would refuse."""
     out = tmp_path / "rlhf"
-    env = _tiny_run_env(opt_dir, _half(pair_files, tmp_path), out) | {"REWARD_MODEL": str(opt_dir)}
-    proc = launch("training_scripts/opt/single_gpu/run_1.3b.sh", env, "--data_split", "2,4,1", "--max_seq_len", "96",
-                  "--eval_iters", "1", cwd=tmp_path)
+    env = _tiny_run_env(opt_dir, _half(pair_files, tmp_path), out) | {"REWARD_MODEL": str(opt_dir)} | SHORT_ANSWERS
+    proc = launch("training_scripts/opt/single_gpu/run_1.3b.sh", env, "--data_split", "2,4,1", "--eval_iters", "1",
+                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     for step in ("step1_sft", "step2_reward_model", "step3_rlhf"):
         assert (out / step / "eval_results.json").exists() and (out / step / "model.safetensors").exists()
     assert "PPO" in (out / "step3_rlhf" / "README.md").read_text()
+    assert max(m["answer_length"] for m in read_metrics(out / "step3_rlhf")) <= 16
     assert "step3_rlhf: reward" in proc.stdout and "step2_reward_model: accuracy" in proc.stdout
 
 
-def test_sbatch_runs_the_66b_recipe_in_two_srun_tasks(opt_dir, pair_files, tmp_path):
-    """run_66b.sh inside a SLURM job whose srun is faked as 2 local tasks, on tiny models: steps 1 and 2, then PPO
-    under ZeRO-3 with a LoRA actor generating while partitioned, its reference and reward model partitioned too."""
+def test_sbatch_runs_the_66b_recipe_in_two_srun_tasks(actor_dir, reward_dir, pair_files, tmp_path):
+    """run_66b.sh inside a SLURM job whose srun is faked as 2 local tasks, rerun after its steps 1 and 2 finished (the
+    tiny step-3 actor and reward model stand in for their outputs): both are skipped before the libraries load, and
+    step 3 runs PPO under ZeRO-3 with a LoRA actor generating while partitioned, its reference and reward model
+    partitioned too."""
     out = tmp_path / "run"
+    shutil.copytree(actor_dir, out / "step1_sft")
+    shutil.copytree(reward_dir, out / "step2_reward_model")
+    (out / "step2_reward_model" / "eval_results.json").write_text(json.dumps({"accuracy": 0.5}))
     env = _slurm_env(_fake_slurm_bin(tmp_path, ["localhost"]), "localhost", 1, 2)
-    env |= _tiny_run_env(opt_dir, _half(pair_files, tmp_path), out) | {"REWARD_MODEL": str(opt_dir),
-                                                                        "PYTHON": sys.executable}
-    proc = launch(SBATCH, env, "training_scripts/opt/multi_node/run_66b.sh", "--data_split", "2,4,1", "--max_seq_len",
-                  "96", "--eval_iters", "1")
+    env |= _tiny_run_env(opt_dir=actor_dir, pair_files=_half(pair_files, tmp_path), out=out) | SHORT_ANSWERS
+    env |= {"REWARD_MODEL": str(reward_dir), "PYTHON": sys.executable}
+    proc = launch(SBATCH, env, "training_scripts/opt/multi_node/run_66b.sh", "--data_split", "2,4,1", "--eval_iters",
+                  "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for step in ("step1_sft", "step2_reward_model"):
+        assert "nothing to resume" in (out / step / "training.log").read_text()
     log = (out / "step3_rlhf" / "training.log").read_text()
     assert "ZeRO-3: the reference and reward model are partitioned" in log and "srun" in log
     train = [m for m in read_metrics(out / "step3_rlhf") if m["split"] == "train"]

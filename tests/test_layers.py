@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 UTILS = Path(__file__).resolve().parent.parent / "utils"
-# Bottom to top. errors, distributed and finished are the ground; flags, the command line, sees every layer.
-LAYERS = [{"errors", "distributed", "finished"}, {"data"}, {"models"}, {"engine"}, {"objectives"}, {"evaluation"}, {"flags"}]
+# Bottom to top. errors, distributed and run_files are the ground; flags, the command line, sees every layer.
+LAYERS = [{"errors", "distributed", "run_files"}, {"data"}, {"models"}, {"engine"}, {"objectives"}, {"evaluation"}, {"flags"}]
 
 
 def layer_of(unit: str) -> int:

@@ -7,7 +7,8 @@
 # - a rerun resumes: each step gets --resume, so it continues from its last checkpoint, and a finished step is
 #   skipped;
 # - DRY_RUN=1 prints each command, exactly as it would run, instead of running it;
-# - arguments given to a launcher are appended to each training command, so they override its flags.
+# - arguments given to a launcher are appended to each training command, so they override its flags; SFT_FLAGS,
+#   REWARD_FLAGS and RLHF_FLAGS (space-separated) go to step 1's, step 2's or step 3's commands alone, after them.
 # Processes start through `deepspeed` (this node, or the nodes of HOSTFILE), or through `srun` inside a SLURM job
 # (LAUNCHER=srun, which training_scripts/slurm/launch.sbatch sets).
 set -euo pipefail
@@ -121,10 +122,11 @@ train() {
     rlhf) entry=$ROOT/training/step3_rlhf_finetuning/main.py ;;
     *) die "train: unknown step $1" ;;
   esac
-  local out=$2
+  local out=$2 step_flags=${1^^}_FLAGS own
   shift 2
+  read -ra own <<< "${!step_flags:-}"
   run "$out/training.log" "${LAUNCH[@]}" "$entry" --output_dir "$out" --resume \
-    --enable_tensorboard --tensorboard_path "$out/tensorboard" "$@"
+    --enable_tensorboard --tensorboard_path "$out/tensorboard" "$@" "${own[@]}"
 }
 
 # dschat_reward_model OUT_DIR MODEL FLAGS...: step 2 as DeepSpeed-Chat's OPT recipes run it on one node: a reward

@@ -9,9 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from utils.distributed import is_main
-
-METRICS = "metrics.jsonl"
-
+from utils.run_files import METRICS
 
 class RunLog:
     def __init__(self, output_dir: str | Path, tensorboard_dir: str | Path | None = None,

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import RunError
-from utils.finished import FINISHED
+from utils.run_files import FINISHED
 from utils.models.lora import merge_lora
 from utils.models.portable import make_portable
 

@@ -34,8 +34,7 @@ from utils.objectives.rollout import (
     sampling_config,
     token_log_probs,
 )
-
-EVAL_BEFORE = "eval_before.json"  # the step-0 evaluation, kept so that a resumed run still compares with it
+from utils.run_files import EVAL_BEFORE
 
 
 def normalized(scores: torch.Tensor, mode: str, constants: dict[str, float] | None) -> torch.Tensor:

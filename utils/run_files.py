@@ -1,6 +1,6 @@
-"""What marks a finished run in its output folder, read before torch loads: a rerun of a launcher, which passes
---resume to every step, skips each finished step at once instead of importing torch, transformers and DeepSpeed to
-find out."""
+"""The files a run writes into its output folder, named where no heavy import is needed to read them: the run
+summary reads them without torch, and a rerun of a launcher, which passes --resume to every step, skips each finished
+step at once instead of importing torch, transformers and DeepSpeed to find out."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 FINISHED = "eval_results.json"  # the final evaluation, written last: its presence marks a completed run
+METRICS = "metrics.jsonl"  # one line per evaluation and per training step
+EVAL_BEFORE = "eval_before.json"  # step 3's step-0 evaluation, kept so that a resumed run still compares with it
 
 
 def exit_if_finished(args: argparse.Namespace) -> None:
