@@ -1,13 +1,11 @@
 """Step 1 end to end on CPU: train, export as a causal LM, generate, compare, and feed step 2."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, pipeline
 
-from conftest import ROOT, STEP1, main_exits, read_metrics, run_step1, run_step2
+from conftest import ROOT, STEP1, main_exits, read_metrics, run_here, run_step1, run_step2
 from utils.data.encoding import collate_sft, encode_sft
 from utils.data.formatting import format_text
 from utils.data.sources import SFT_FIELDS, read_source
@@ -112,9 +110,9 @@ def test_prompt_eval_shows_both_models_side_by_side(opt_dir, pair_files, tmp_pat
     sft, _ = _sft(opt_dir, pair_files, tmp_path / "sft", "--per_device_train_batch_size", 8, "--num_train_epochs", 2)
 
     def prompt_eval(name, *extra):
-        cmd = [sys.executable, PROMPT_EVAL, "--model_name_or_path_baseline", opt_dir, "--model_name_or_path_finetune",
-               sft, "--max_new_tokens", 12, "--prompt", "What color is snow?", "--output", tmp_path / name, *extra]
-        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+        proc = run_here(PROMPT_EVAL, ["--model_name_or_path_baseline", opt_dir, "--model_name_or_path_finetune", sft,
+                                      "--max_new_tokens", 12, "--prompt", "What color is snow?", "--output",
+                                      tmp_path / name, *extra])
         return proc.stdout, json.loads((tmp_path / name).read_text())["generations"]
 
     shown, greedy = prompt_eval("greedy.json")
