@@ -126,11 +126,13 @@ def free_port() -> str:
 
 
 def _rank_outputs(logs: Path, launcher: str, nproc: int) -> list[tuple[str, str]]:
-    """Each rank's (stdout, stderr) from the launcher's per-rank logs; the deepspeed launcher writes both streams of a
-    rank to one file, given here as its stdout."""
+    """Each rank's (stdout, stderr) from the launcher's per-rank logs (none for one process); the deepspeed launcher
+    writes both streams of a rank to one file, given here as its stdout."""
     def read(pattern: str) -> str:
         return "".join(path.read_text(errors="replace") for path in sorted(logs.glob(pattern)))
 
+    if nproc == 1:
+        return []
     if launcher == "deepspeed":
         return [(read(f"*_rank{rank}.log"), "") for rank in range(nproc)]
     return [(read(f"*/attempt_*/{rank}/stdout.log"), read(f"*/attempt_*/{rank}/stderr.log")) for rank in range(nproc)]
@@ -155,20 +157,24 @@ def _report(ranks: list[tuple[str, str]], stdout: str, stderr: str) -> str:
 
 
 def run_step(script: Path, args: list, nproc: int = 1, launcher: str = "deepspeed", check: bool = True,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+             env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
     """Run a step as a user would: its main() with the command line for one process, the deepspeed launcher or
     torchrun for more.
 
     One process runs in this one (`run_here`): a subprocess would spend most of a tiny run importing torch,
-    transformers and deepspeed again. Several processes write a log per rank; the result's stdout and stderr are the
+    transformers and deepspeed again. `fresh` runs it as plain python instead, for a run compared to the last digit
+    with one that had to be a subprocess (a killed one): what earlier runs leave in this process can move the last
+    digits of a sum. Several processes write a log per rank; the result's stdout and stderr are the
     launcher's followed by each rank's, in rank order. A failure or a hang names each rank's first traceback, so that
     the rank which failed first is known whatever the others printed after it (the deepspeed launcher names the last
     rank's command whichever rank failed)."""
-    if nproc == 1:
+    if nproc == 1 and not fresh:
         return run_here(script, args, check, env)
     logs = Path(tempfile.mkdtemp(prefix="rank-logs-"))
     port = free_port()
-    if launcher == "deepspeed":
+    if nproc == 1:
+        cmd = [sys.executable, str(script)]
+    elif launcher == "deepspeed":
         cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port,
                f"--enable_each_rank_log={logs}", str(script)]
     else:
@@ -290,13 +296,15 @@ def transformers4() -> Path:
 
 
 def score_like_users(jobs: list[dict], tmp_path: Path, transformers4: Path | None = None) -> list[dict]:
-    """Run tests/score_like_users.py on `jobs` in a fresh process, under transformers 4.51.0 when `transformers4` is
-    given, else under the project's own."""
+    """Run tests/score_like_users.py on `jobs`: in a fresh process under transformers 4.51.0 when `transformers4` is
+    given, else in this one, under the project's own."""
+    script = ROOT / "tests" / "score_like_users.py"
+    if transformers4 is None:
+        return json.loads(json.dumps([entrypoint(script).run(job) for job in jobs]))  # as the subprocess reads
     path = tmp_path / f"jobs-{len(list(tmp_path.glob('jobs-*')))}.json"
     path.write_text(json.dumps(jobs))
-    env = os.environ | CPU_ENV | ({"PYTHONPATH": str(transformers4)} if transformers4 else {})
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "score_like_users.py"), str(path)],
-                          capture_output=True, text=True, env=env, cwd="/")
+    proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, cwd="/",
+                          env=os.environ | CPU_ENV | {"PYTHONPATH": str(transformers4)})
     if proc.returncode != 0:
         raise AssertionError(f"score_like_users.py failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

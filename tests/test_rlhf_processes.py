@@ -48,7 +48,7 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     seeds, so the run ends with the uninterrupted run's weights."""
     common = ["--kl_ctl", 0.05, "--clip_reward_value", 100, "--data_path", "synthetic:40", "--algo", algo, *own]
     whole = tmp_path / "whole"
-    run_step3(rlhf_args(actor_dir, reward_dir, whole, *common), env=inject)
+    run_step3(rlhf_args(actor_dir, reward_dir, whole, *common), env=inject, fresh=True)
     out = tmp_path / "killed"
     proc = start_step3(rlhf_args(actor_dir, reward_dir, out, *common), inject)
     wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
@@ -57,7 +57,7 @@ def test_a_killed_run_resumes_and_replays_the_same_rollouts(actor_dir, reward_di
     assert not (out / "eval_results.json").exists()
     if algo == "ppo":
         assert (out / "checkpoints" / "step4" / "critic").is_dir() and not (out / "checkpoints" / "step3").exists()
-    run_step3(rlhf_args(actor_dir, reward_dir, out, *common, "--resume"), env=inject)
+    run_step3(rlhf_args(actor_dir, reward_dir, out, *common, "--resume"), env=inject, fresh=True)
     ours, theirs = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)
     rewards = {m["step"]: m["reward"] for m in read_metrics(out) if m["split"] == "train"}
@@ -104,7 +104,7 @@ def test_zero3_generation_never_hangs_and_answers_as_zero_0(actor_dir, reward_di
                                          "synthetic:800", "--per_device_eval_batch_size", 65,
                                          "--per_device_generation_batch_size", 8 // nproc,
                                          "--per_device_training_batch_size", 8 // nproc, *extra),
-                        nproc=nproc)
+                        nproc=nproc, launcher="torchrun")  # torchrun: one process fewer than deepspeed's
         assert (nproc == 2) == ("reference and reward model are partitioned" in done.stdout + done.stderr)
         samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         start = sorted((s for s in samples if s["step"] == 0), key=lambda s: s["prompts"])

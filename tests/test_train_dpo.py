@@ -90,7 +90,7 @@ def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration
     (planted: the starting policy as every iteration's reference, and the later iterations no longer start at
     log 2)."""
     whole = tmp_path / "whole"
-    proc = run_step3(_online_args(actor_dir, reward_dir, whole), env=inject)
+    proc = run_step3(_online_args(actor_dir, reward_dir, whole), env=inject, fresh=True)
     train = [m for m in read_metrics(whole) if m["split"] == "train"]
     assert [m["step"] for m in train] == list(range(1, 9))
     assert all(m["reward_worst"] <= m["reward"] <= m["reward_best"] for m in train)
@@ -103,7 +103,7 @@ def test_online_dpo_logs_its_iterations_and_a_killed_run_resumes_at_an_iteration
     wait_until(lambda: (out / "checkpoints" / "latest").read_text() == "step4", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    run_step3(_online_args(actor_dir, reward_dir, out, "--resume"), env=inject)
+    run_step3(_online_args(actor_dir, reward_dir, out, "--resume"), env=inject, fresh=True)
     ours, theirs = load_file(out / "model.safetensors"), load_file(whole / "model.safetensors")
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)
     assert _untimed(out)[-1] == _untimed(whole)[-1]
