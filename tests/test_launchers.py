@@ -117,8 +117,11 @@ def test_overrides_and_extra_flags_reach_every_training_command(script, opt_dir,
         "each step's own flags, after the launcher's arguments"
     assert [args.dropout for _, name, args in runs if "step2" in name] == [0.25]
     assert runs[0][2].model_name_or_path == str(opt_dir)
+    ports = {prefix.pop(2) for prefix, name, args in runs}
+    assert ports == ({"29611", "29612"} if "demo/" in script else {"29611"}), \
+        "MASTER_PORT, and one above it for the demo's second lane, whose launchers run beside the first lane's"
     for prefix, name, args in runs:
-        assert prefix == ["deepspeed", "--master_port", "29611", "--num_gpus", "2"]
+        assert prefix == ["deepspeed", "--master_port", "--num_gpus", "2"]
         assert args.data_path == [str(pair_files[0]), "synthetic"]
         assert Path(args.output_dir).is_relative_to(out)
         assert args.zero_stage == 1 and args.data_split == "1,1,1"
@@ -158,6 +161,24 @@ def test_multi_node_launcher_needs_a_hostfile_or_slurm(tmp_path):
     empty.write_text("# nothing\n\n")
     proc = launch("training_scripts/opt/multi_node/run_350m.sh", {"HOSTFILE": str(empty)})
     assert proc.returncode == 2 and "lists no hosts" in proc.stderr
+
+
+def test_runs_beside_one_another_get_one_thread_and_a_failure_stops_the_launcher(tmp_path):
+    """common.sh's lanes: each run on one thread, its output in its log and one line on the console as it ends; a
+    failed run stops the launcher, naming its log, once the other lane's run has ended, and no run starts after it."""
+    script = tmp_path / "lanes.sh"
+    script.write_text(f'source {SCRIPTS / "common.sh"}\nOUTPUT={tmp_path}/out\nprepare\n'
+                      'beside 0 run "$OUTPUT/a.log" bash -c \'sleep 1; echo "threads $OMP_NUM_THREADS"\'\n'
+                      'beside 1 run "$OUTPUT/b.log" bash -c "echo broken; exit 3"\n'
+                      'beside 0 run "$OUTPUT/c.log" echo started after the failure\n'
+                      'settle\necho never reached\n')
+    proc = launch(script, {"DATA": "synthetic", "ZERO_STAGE": "0", "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 1 and "never reached" not in proc.stdout
+    assert f"[lane 1] failed (status 3): see {tmp_path}/out/b.log" in proc.stderr
+    done = [line for line in proc.stdout.splitlines() if line.startswith("[lane 0] done in ")]
+    assert len(done) == 1 and done[0].endswith(f" s: {tmp_path}/out/a.log: threads 1")
+    assert (tmp_path / "out/b.log").read_text().endswith("broken\n") and "broken" not in proc.stdout
+    assert not (tmp_path / "out/c.log").exists()
 
 
 def _tiny_run_env(opt_dir: Path, pair_files: tuple[Path, Path], out: Path) -> dict:

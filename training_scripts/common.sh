@@ -108,8 +108,51 @@ run() {
   fi
   mkdir -p "$(dirname "$log")"
   printf '\n# %s\n%s\n' "$(date '+%F %T')" "$(_quoted "$@")" >> "$log"
+  if [ -n "${LANE:-}" ]; then  # beside another run: the console gets one line as it starts and one as it ends
+    local name=${log#"$PWD"/} start=$SECONDS
+    echo "[lane $LANE] started: $name"
+    "$@" >> "$log" 2>&1 || { echo "error: [lane $LANE] failed (status $?): see $name" >&2; return 1; }
+    echo "[lane $LANE] done in $((SECONDS - start)) s: $name: $(grep -v '^\[' "$log" | tail -n 1)"  # not DeepSpeed's
+    return
+  fi
   # tee ignores the signals meant for training, so that a preempted run can still write its last lines.
   "$@" 2>&1 | (trap '' INT TERM USR1; exec tee -a "$log")
+}
+
+# Runs beside one another, for a host whose cores one small run cannot keep busy (the demo's):
+# beside LANE COMMAND... runs COMMAND (`run`, `train`, or a function calling them) in the background as lane LANE
+# (0 to 9), on one thread (OMP_NUM_THREADS=1) and at port MASTER_PORT + LANE, so that two lanes' launchers do not
+# collide; its output goes to its logs only. A lane runs its commands one after another: a command for a busy lane
+# waits for the last one first. A failed run stops the launcher, naming its log, once the other lanes' runs have
+# ended; none starts after it. With DRY_RUN=1 each command prints, with its lane's port, and nothing runs.
+LANE_PIDS=()
+beside() {
+  local lane=$1
+  shift
+  [[ "$lane" =~ ^[0-9]$ ]] || die "beside: lane $lane: use 0 to 9"
+  settle "$lane"
+  local port=$((${MASTER_PORT:-29500} + lane))
+  if [ "$DRY_RUN" = 1 ]; then
+    (MASTER_PORT=$port; _launch_command; "$@")
+    return
+  fi
+  (MASTER_PORT=$port LANE=$lane; _launch_command; export OMP_NUM_THREADS=1; "$@") &
+  LANE_PIDS[lane]=$!
+}
+
+# settle [LANE]: wait for that lane's run, or for every lane's; a lane whose run has ended is settled too.
+settle() {
+  local lane failed=0
+  for lane in "${!LANE_PIDS[@]}"; do
+    if [ $# = 0 ] || [ "$lane" = "$1" ] || ! kill -0 "${LANE_PIDS[lane]}" 2> /dev/null; then
+      wait "${LANE_PIDS[lane]}" || failed=1
+      unset "LANE_PIDS[lane]"
+    fi
+  done
+  [ "$failed" = 0 ] && return
+  for lane in "${!LANE_PIDS[@]}"; do wait "${LANE_PIDS[lane]}" || true; done
+  echo "error: a run in the background failed (its log is named above); stopping" >&2
+  exit 1
 }
 
 # train STEP OUT_DIR FLAGS...: run step 1 (sft), step 2 (reward) or step 3 (rlhf) on every GPU, into OUT_DIR,

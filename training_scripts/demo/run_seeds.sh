@@ -21,4 +21,5 @@ for seed in $SEEDS; do
   demo_step3 "$dir" --seed "$seed" "$@"
   runs+=("$seed=$dir")
 done
+settle
 run "$OUTPUT/step3_rlhf/seeds.log" "$PYTHON" -m utils.evaluation.seed_table "$OUTPUT/step3_rlhf/seeds.json" "${runs[@]}"

@@ -28,11 +28,21 @@ declare -A OWN=([rloo]="--num_train_epochs 4" [raft]="--num_train_epochs 4 --act
                 [online_dpo]="--num_generations 4 --label_smoothing 0.1 --prompts_per_iteration 64 --num_iterations 7")
 OWN[online_dpo]+=" --tie_threshold 8 --beta 0.3 --actor_learning_rate 2e-4 --lr_scheduler_type constant"
 
-# demo_step3 OUT_DIR FLAGS...: one step-3 run per algorithm, into OUT_DIR/ALGO.
+# demo_step3 OUT_DIR FLAGS...: one step-3 run per algorithm, into OUT_DIR/ALGO, two at a time (common.sh's `beside`):
+# RLOO then PPO on lane 0, RAFT then online DPO on lane 1, which take about as long.
 demo_step3() {
-  local out=$1 algo own
+  local out=$1
   shift
-  for algo in rloo raft ppo online_dpo; do
+  beside 0 _demo_algos "$out" "rloo ppo" "$@"
+  beside 1 _demo_algos "$out" "raft online_dpo" "$@"
+}
+
+# _demo_algos OUT_DIR "ALGO..." FLAGS...: one lane's runs, one after the other.
+_demo_algos() {
+  local out=$1 algos algo own
+  read -ra algos <<< "$2"
+  shift 2
+  for algo in "${algos[@]}"; do
     read -ra own <<< "${OWN[$algo]}"
     train rlhf "$out/$algo" --algo "$algo" --actor_model_name_or_path "$OUTPUT/step1_sft" \
       --critic_model_name_or_path "$OUTPUT/step2_reward_model" \
@@ -61,13 +71,17 @@ run "$OUTPUT/step1_sft/prompt_eval.log" "$PYTHON" "$ROOT/training/step1_supervis
   --prompt "What is the capital of France?" --prompt "What is 3 plus 4?" --max_new_tokens 16
 train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$OUTPUT/step1_sft" "${BOTH[@]}" \
   --num_padding_at_beginning 1 --num_warmup_steps 20 --num_train_epochs 2 --eval_interval 100 "$@"
-run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" --model_name_or_path "$OUTPUT/step2_reward_model" \
-  --data_path "${DATA_SOURCES[@]}" --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" \
-  --check_pipeline
+# From here on two runs at a time, each on one thread: one thread keeps up with the tiny model, and its figures are
+# those of one run at a time. Steps 1 and 2 run alone on every core: their models are the step-3 runs' start, and
+# another thread count moves their last bits, and so step 3's path (docs/demo.md).
+beside 1 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" \
+  --model_name_or_path "$OUTPUT/step2_reward_model" --data_path "${DATA_SOURCES[@]}" \
+  --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" --check_pipeline
 demo_step3 "$OUTPUT/step3_rlhf" "$@"
 # Offline DPO on step 2's pairs, no reward model: its figure is the held-out preference accuracy.
-train rlhf "$OUTPUT/step3_dpo" --algo dpo --actor_model_name_or_path "$OUTPUT/step1_sft" \
+beside 0 train rlhf "$OUTPUT/step3_dpo" --algo dpo --actor_model_name_or_path "$OUTPUT/step1_sft" \
   --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --max_seq_len 128 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
   --per_device_training_batch_size 32 --per_device_eval_batch_size 64 --eval_iters 7 --actor_learning_rate 2e-4 \
   --actor_weight_decay 0.0 --actor_dropout 0.0 --beta 0.1 "$@"
+settle
 summarize
