@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The quickstart demo (`make demo`), on CPU in about three minutes, through the same machinery as the GPU launchers:
+# The quickstart demo (`make demo`), on CPU, through the same machinery as the GPU launchers (5 min 36 s on a 2-core
+# host while another job's tests ran beside it; docs/demo.md gives measured times):
 # a tiny OPT-style model (2 layers, hidden 64, random weights, a tokenizer trained here) and the built-in synthetic
 # data, split 2,4,1 between the three steps. Step 1 fine-tunes it on its share plus synthetic_flawed, whose answers
 # are a quarter rude, evasive or looping, so that the policy has flaws to lose; prompt_eval.py shows its answers next
 # to the untrained model's. Step 2 trains a reward model from the step-1 output, and rw_eval.py evaluates it on
 # held-out pairs. Step 3 improves the step-1 policy with that reward model four times, by RLOO, RAFT, PPO and online
-# DPO, on its own prompts, and once by offline DPO on step 2's pairs. The last lines sum up, with a before/ONLINE_DPO/
-# PPO/RAFT/RLOO table; OUTPUT/training_curves.png shows the losses and step 3's rewards.
+# DPO, on its own prompts, and once by offline DPO on step 2's pairs; after step 2, two runs at a time, on one thread
+# each. The last lines sum up, with a before/ONLINE_DPO/PPO/RAFT/RLOO table; OUTPUT/training_curves.png shows the
+# losses and step 3's rewards.
 #   bash training_scripts/demo/run_tiny.sh [extra flags for every step]
 # Overrides: MODEL (default: the tiny model, built into OUTPUT/base), DATA, OUTPUT, ZERO_STAGE, NUM_GPUS
 # (processes; see training_scripts/common.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+# Idle torch threads sleep instead of spinning: the same figures, and beside another busy process on the host, the
+# two threads of steps 1 and 2 ran 20 times faster than spinning.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 : "${DATA:=synthetic:4000}" "${OUTPUT:=demo_output}" "${ZERO_STAGE:=0}" "${NUM_GPUS:=1}"
 # Step 3 of the demo, which run_seeds.sh reruns with other seeds. 288 optimizer steps each; PPO takes 2 passes over
 # each rollout, so it samples half as many, and pays twice the KL weight per token: at 0.1 its answers narrowed to
@@ -79,7 +84,7 @@ beside 1 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" \
   --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" --check_pipeline
 demo_step3 "$OUTPUT/step3_rlhf" "$@"
 # Offline DPO on step 2's pairs, no reward model: its figure is the held-out preference accuracy.
-beside 0 train rlhf "$OUTPUT/step3_dpo" --algo dpo --actor_model_name_or_path "$OUTPUT/step1_sft" \
+beside 1 train rlhf "$OUTPUT/step3_dpo" --algo dpo --actor_model_name_or_path "$OUTPUT/step1_sft" \
   --data_path "${DATA_SOURCES[@]}" --data_split 2,4,1 --max_seq_len 128 --dtype fp32 --actor_zero_stage "$ZERO_STAGE" \
   --per_device_training_batch_size 32 --per_device_eval_batch_size 64 --eval_iters 7 --actor_learning_rate 2e-4 \
   --actor_weight_decay 0.0 --actor_dropout 0.0 --beta 0.1 "$@"
