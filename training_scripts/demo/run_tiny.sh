@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The quickstart demo (`make demo`), on CPU, through the same machinery as the GPU launchers (5 min 36 s on a 2-core
-# host while another job's tests ran beside it; docs/demo.md gives measured times):
+# The quickstart demo (`make demo`), on CPU in about 3 1/2 minutes on an idle 2-core host (docs/demo.md), through the
+# same machinery as the GPU launchers:
 # a tiny OPT-style model (2 layers, hidden 64, random weights, a tokenizer trained here) and the built-in synthetic
 # data, split 2,4,1 between the three steps. Step 1 fine-tunes it on its share plus synthetic_flawed, whose answers
 # are a quarter rude, evasive or looping, so that the policy has flaws to lose; prompt_eval.py shows its answers next
@@ -76,9 +76,10 @@ run "$OUTPUT/step1_sft/prompt_eval.log" "$PYTHON" "$ROOT/training/step1_supervis
   --prompt "What is the capital of France?" --prompt "What is 3 plus 4?" --max_new_tokens 16
 train reward "$OUTPUT/step2_reward_model" --model_name_or_path "$OUTPUT/step1_sft" "${BOTH[@]}" \
   --num_padding_at_beginning 1 --num_warmup_steps 20 --num_train_epochs 2 --eval_interval 100 "$@"
-# From here on two runs at a time, each on one thread: one thread keeps up with the tiny model, and its figures are
-# those of one run at a time. Steps 1 and 2 run alone on every core: their models are the step-3 runs' start, and
-# another thread count moves their last bits, and so step 3's path (docs/demo.md).
+# From here on two runs at a time, each on one thread, which keeps up with the tiny model (RLOO took 62 s beside RAFT,
+# about as long as alone on two threads; of the figures, only PPO's last digits moved). Steps 1 and 2 run alone on
+# every core: their models are every step-3 run's start, and on one thread their last bits moved, and with them step
+# 3's path: online DPO looped (docs/demo.md). rw_eval.py and offline DPO go on lane 1, before and after its runs.
 beside 1 run "$OUTPUT/rw_eval/rw_eval.log" "$PYTHON" "$ROOT/rw_eval.py" \
   --model_name_or_path "$OUTPUT/step2_reward_model" --data_path "${DATA_SOURCES[@]}" \
   --output "$OUTPUT/rw_eval/eval.json" --plot "$OUTPUT/rw_eval/reward_histogram.png" --check_pipeline
