@@ -30,7 +30,7 @@ demo-smollm2: $(VENV)/.installed  # optional: SmolLM2-135M-Instruct, shipped as 
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash training_scripts/demo/run_smollm2.sh
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers; a file stays on one, sharing its fixtures
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests  # two workers (a file stays on one, sharing its fixtures); the slowest 25 listed, against the budget in docs/development.md
 
 bench: $(VENV)/.installed  # about 18 minutes on 2 idle cores, two model shapes; trl is an optional extra, installed here only
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
