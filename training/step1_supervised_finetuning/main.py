@@ -6,8 +6,8 @@ import functools
 from utils.data.sources import SFT_FIELDS, Row
 from utils.data.splits import DataSpec
 from utils.errors import exit_on_error
-from utils.run_files import exit_if_finished
 from utils.flags import parse_flags
+from utils.run_files import exit_if_finished
 
 
 @exit_on_error

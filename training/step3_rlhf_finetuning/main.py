@@ -3,8 +3,8 @@ pairs (DPO); export it as a causal LM."""
 from __future__ import annotations
 
 from utils.errors import exit_on_error
-from utils.run_files import exit_if_finished
 from utils.flags import parse_flags
+from utils.run_files import exit_if_finished
 
 
 @exit_on_error

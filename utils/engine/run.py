@@ -21,9 +21,9 @@ from utils.engine.ds_config import deepspeed_config, resolve_dtype
 from utils.engine.loop import on_gpu, zero3_loading
 from utils.engine.run_log import RunLog
 from utils.errors import UserError
-from utils.run_files import FINISHED
 from utils.models.export import export_model
 from utils.models.model_card import model_card
+from utils.run_files import FINISHED
 
 Encoder = Callable[[list[Row], str], tuple[list[dict[str, list[int]]], EncodeReport]]  # (rows, split) -> encoded
 

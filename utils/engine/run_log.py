@@ -11,6 +11,7 @@ from tqdm import tqdm
 from utils.distributed import is_main
 from utils.run_files import METRICS
 
+
 class RunLog:
     def __init__(self, output_dir: str | Path, tensorboard_dir: str | Path | None = None,
                  resumed_at: int | None = None) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from utils.run_files import FINISHED
-from utils.run_files import EVAL_BEFORE
+from utils.run_files import EVAL_BEFORE, FINISHED
 
 # (metric, column title, format); every metric but the KL and the win rate is kept before and after.
 COLUMNS = (("reward", "reward", "{:.2f}"), ("greedy_reward", "greedy", "{:.2f}"), ("flawed_share", "flawed", "{:.1%}"),

@@ -9,11 +9,10 @@ import argparse
 import json
 from pathlib import Path
 
-from utils.run_files import METRICS
 from utils.errors import UserError, exit_on_error
 from utils.evaluation.plots import training_curves
 from utils.evaluation.policy_comparison import compare_policies
-from utils.run_files import FINISHED
+from utils.run_files import FINISHED, METRICS
 
 # The figure each kind of step is judged by: the first of these that its evaluations report.
 HEADLINE = ("perplexity", "accuracy", "pair_accuracy", "reward")  # DPO's: its held-out preference accuracy

@@ -14,9 +14,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils.distributed import barrier, is_main
 from utils.errors import RunError
-from utils.run_files import FINISHED
 from utils.models.lora import merge_lora
 from utils.models.portable import make_portable
+from utils.run_files import FINISHED
 
 def full_state_dict(model: PreTrainedModel, zero_stage: int) -> dict[str, torch.Tensor]:
     """The complete weights on rank 0 (empty elsewhere), one gathered parameter at a time under ZeRO-3."""
