@@ -9,7 +9,8 @@ import pytest
 
 UTILS = Path(__file__).resolve().parent.parent / "utils"
 # Bottom to top. errors, distributed and run_files are the ground; flags, the command line, sees every layer.
-LAYERS = [{"errors", "distributed", "run_files"}, {"data"}, {"models"}, {"engine"}, {"objectives"}, {"evaluation"}, {"flags"}]
+LAYERS = [{"errors", "distributed", "run_files"}, {"data"}, {"rewards"}, {"models"}, {"engine"}, {"objectives"},
+          {"evaluation"}, {"flags"}]
 
 
 def layer_of(unit: str) -> int:
