@@ -12,7 +12,8 @@ from utils.errors import UserError
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.objectives import dpo
-from utils.objectives.dpo import DPOObjective, answer_log_probs, collate_preferences, precompute_reference
+from utils.objectives.dpo import DPOObjective, answer_log_probs, collate_preferences
+from utils.objectives.dpo_reference import precompute_reference
 from utils.objectives.losses import dpo_loss
 from utils.objectives.online_dpo import best_and_worst
 from utils.objectives.policy_checks import check_flags

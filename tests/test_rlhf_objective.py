@@ -13,8 +13,9 @@ from utils.models.loading import load_causal_lm, load_reward_model, load_tokeniz
 from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
-from utils.objectives.policy import PolicyObjective, distinct_2, normalized, raft_choice, rloo_advantages
-from utils.objectives.ppo import PPOObjective, critic_values
+from utils.objectives.algorithms import objective_class
+from utils.objectives.policy import distinct_2, normalized, raft_choice, rloo_advantages
+from utils.objectives.ppo import critic_values
 from utils.objectives.rollout import (
     actions,
     encode_prompts,
@@ -114,15 +115,17 @@ def test_training_forward_recomputes_generates_log_probs(family, opt_dir, llama_
         assert (row[:length - 1] != eos).all() and (row[length:] == tokenizer.pad_token_id).all()
 
 
-def _objective(model_dir, tokenizer, reward_dir, algo="rloo", kind=PolicyObjective, **extra):
+def _objective(model_dir, tokenizer, reward_dir, algo="rloo", **extra):
     args = step_parser(3).parse_args(["--actor_model_name_or_path", str(model_dir), "--critic_model_name_or_path",
                                      str(reward_dir), "--output_dir", "unused", "--algo", algo, "--max_answer_seq_len",
                                      "10", "--max_prompt_seq_len", "32"])
     reference = load_causal_lm(str(model_dir), tokenizer, 0.0, False).eval()
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
     prompts = [{"prompt": r["prompt"]} for r in generate_pairs(4, seed=2)]
-    return kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward,
-                reward_tokenizer=load_tokenizer(str(reward_dir), "end", append_eos=True), normalization=None, **extra)
+    return objective_class(algo)(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference,
+                                 reward_model=reward, reward_tokenizer=load_tokenizer(str(reward_dir), "end",
+                                                                                      append_eos=True),
+                                 normalization=None, **extra)
 
 
 def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_nothing(opt_dir, tmp_path):
@@ -145,7 +148,7 @@ def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_noth
 
     # PPO, from the same start: the experience's log-probs are the actor's own, so the first ratio is exactly 1
     critic = RewardModel(AutoModelForSequenceClassification.from_pretrained(reward_dir))
-    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", PPOObjective, critic=critic)
+    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", critic=critic)
     rollout, rollout_stats = ppo._rollout(actor, ppo.prompts, 4, seed=3)
     experience = ppo.experience(actor, rollout, rollout_stats.pop("_scores"), rollout_stats)
     assert experience.stats["kl"] == 0.0 and experience.stats["kl_k3"] == 0.0 and experience.stats["reward"] == 0.0
@@ -238,7 +241,7 @@ def test_ppo_records_its_experience_with_dropout_off(opt_dir, reward_dir):
     tokenizer = load_tokenizer(str(opt_dir), "end", append_eos=False)
     actor = load_causal_lm(str(opt_dir), tokenizer, 0.5, False).train()
     critic = RewardModel(AutoModelForSequenceClassification.from_pretrained(reward_dir, dropout=0.5)).train()
-    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", PPOObjective, critic=critic)
+    ppo = _objective(opt_dir, tokenizer, reward_dir, "ppo", critic=critic)
     rollout, rollout_stats = ppo._rollout(actor, ppo.prompts, 2, seed=3)
     experience = ppo.experience(actor, rollout, rollout_stats.pop("_scores"), rollout_stats)
     assert actor.training and critic.training

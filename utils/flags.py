@@ -11,6 +11,7 @@ import sys
 from utils.data.formatting import TEMPLATES
 from utils.data.sources import FIELDS, SOURCES_HELP
 from utils.errors import UserError
+from utils.objectives.algorithms import ALGORITHMS
 from utils.objectives.policy_checks import DSCHAT_IGNORED, DSCHAT_REFUSED, check_flags
 
 # transformers' SchedulerType values, written out so that parsing needs no transformers (a test compares them)
@@ -18,7 +19,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
               "warmup_stable_decay", "greedy")
 
-ALGOS = ("rloo", "raft", "ppo", "dpo", "online_dpo")  # step 3's --algo
+ALGOS = tuple(ALGORITHMS)  # step 3's --algo
 DATA_FLAGS = ("data_path", "eval_data_path", "sft_only_data_path", "prompt_data_path")
 DEMO_DATA = ["synthetic"]  # what a run trains on when no data flag is given at all
 
@@ -250,11 +251,8 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
 
     rollout = parser.add_argument_group("rollout")
     rollout.add_argument("--algo", choices=ALGOS, default="rloo",
-                         help="rloo: policy gradient with the other K-1 answers' mean reward as the baseline and a KL "
-                              "penalty to the reference; raft: fine-tune on the best of K; ppo: DeepSpeed-Chat's PPO "
-                              "with a critic initialised from the reward model; dpo: DPO on the preference pairs of "
-                              "--data_path (step 2's share); online_dpo: RLHFlow's loop, DPO on the best and worst "
-                              "of K sampled answers, iteration by iteration. Default: %(default)s")
+                         help="; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values())
+                         + ". Default: %(default)s")
     rollout.add_argument("--num_generations", type=int, default=4, help="K answers per prompt. Default: %(default)s")
     rollout.add_argument("--per_device_generation_batch_size", type=int, default=16,
                          help="Prompts per device in one rollout. Default: %(default)s")
@@ -359,28 +357,15 @@ STEPS = {
 # A flag missing here is read by every run that has it. A flag given on the command line that this run does not
 # read is named in one warning line before the run starts; step 3's check_flags refuses instead where ignoring a
 # flag would give another run than the one asked for.
-_SAMPLING = frozenset({"rloo", "raft", "ppo", "online_dpo"})  # the algorithms that learn from sampled answers
-_PPO = frozenset({"ppo"})
-READ_BY: dict[str, frozenset[str]] = {
-    **dict.fromkeys(("add_eot_token", "eot_token", "pad_to_max_len", "compute_fp32_loss"),
-                    frozenset({"step 1", "step 2"})),
-    **dict.fromkeys(("max_seq_len", "overlength", "length_grouping", "data_output_path"),
-                    frozenset({"step 1", "step 2", "dpo"})),  # tokenized rows of a file: not rollout prompts
-    "num_padding_at_beginning": frozenset({"step 2"}),
-    **dict.fromkeys(("num_generations", "per_device_generation_batch_size"), _SAMPLING),
-    **dict.fromkeys(("top_k", "top_p"), frozenset({"raft", "online_dpo", "dpo"})),  # refused under rloo and ppo
-    **dict.fromkeys(("reward_normalization", "clip_reward_value"), frozenset({"rloo", "raft", "ppo"})),
-    "kl_ctl": frozenset({"rloo", "ppo"}),
-    "raft_selection": frozenset({"raft"}),
-    **dict.fromkeys(("cliprange", "cliprange_value", "gamma", "lam", "no_whiten_advantages", "generation_batches",
-                     "ppo_epochs", "critic_learning_rate", "critic_weight_decay", "critic_zero_stage",
-                     "critic_gradient_checkpointing", "critic_dropout", "critic_lora_dim", "critic_lora_module_name",
-                     "critic_lora_learning_rate"), _PPO),
-    **dict.fromkeys(("beta", "dpo_loss", "label_smoothing"), frozenset({"dpo", "online_dpo"})),
-    "precompute_ref_log_probs": frozenset({"dpo"}),
-    **dict.fromkeys(("num_iterations", "prompts_per_iteration", "tie_threshold"), frozenset({"online_dpo"})),
-    **dict.fromkeys([*DSCHAT_IGNORED, "enable_hybrid_engine"], frozenset()),
+_STEPS_READING = {
+    **dict.fromkeys(("add_eot_token", "eot_token", "pad_to_max_len", "compute_fp32_loss", "max_seq_len", "overlength",
+                     "length_grouping", "data_output_path"), {"step 1", "step 2"}),
+    "num_padding_at_beginning": {"step 2"},
+    **dict.fromkeys([*DSCHAT_IGNORED, "enable_hybrid_engine"], set()),
 }
+READ_BY: dict[str, frozenset[str]] = {  # step 3's algorithm-only flags, from each algorithm's entry
+    name: frozenset(_STEPS_READING.get(name, set()) | {a.name for a in ALGORITHMS.values() if name in a.reads})
+    for name in [*_STEPS_READING, *(name for a in ALGORITHMS.values() for name in a.reads)]}
 NOT_READ = DSCHAT_IGNORED | {"enable_hybrid_engine": "generation uses Hugging Face generate"}  # why no run reads these
 
 

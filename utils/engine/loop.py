@@ -34,8 +34,28 @@ from utils.errors import Preempted
 from utils.models.lora import is_lora_parameter
 
 Batch = dict[str, torch.Tensor]
-LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 EvalFn = Callable[[], dict[str, float]]
+
+
+class Objective:
+    """What the shared loop trains. A step's objective turns a loader batch into a loss and the figures to log
+    (`__call__`), or, overriding `updates`, into several, each one update of the engine: PPO's epochs over its
+    rollouts, online DPO's pairs. `updates_per_batch` says how many, for the schedule and the checkpoints, which fall
+    after a batch's last update."""
+
+    progress_keys: tuple[str, ...] = ()  # the few figures the progress bar shows; none named: all of them
+
+    def updates(self, model: nn.Module, batch: Batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+        yield self(model, batch)
+
+    @property
+    def updates_per_batch(self) -> int:
+        return 1
+
+    @property
+    def companions(self) -> dict[str, nn.Module]:
+        """Engines checkpointed with the model's (PPO's critic)."""
+        return {}
 
 
 def on_gpu() -> bool:
@@ -157,15 +177,6 @@ def optimizer_steps(loader: DataLoader, args: argparse.Namespace, updates_per_ba
     return max(1, len(loader) * args.num_train_epochs * updates_per_batch // args.gradient_accumulation_steps)
 
 
-def _updates(loss_fn: LossFn, engine: deepspeed.DeepSpeedEngine, batch: Batch
-             ) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
-    """A batch's losses, one per update: one, or what an objective with `updates` yields (PPO)."""
-    if hasattr(loss_fn, "updates"):
-        yield from loss_fn.updates(engine, batch)
-    else:
-        yield loss_fn(engine, batch)
-
-
 def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, step: int) -> dict[str, float]:
     engine.eval()
     with torch.no_grad():
@@ -183,14 +194,13 @@ def _peak_flops(engine: deepspeed.DeepSpeedEngine, args: argparse.Namespace) -> 
     return measured_peak_flops(engine.device, dtype)
 
 
-def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.Namespace, loss_fn: LossFn,
+def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.Namespace, objective: Objective,
           evaluate: EvalFn, log: RunLog, resume: tuple[Path, Position] | None = None) -> dict[str, float]:
     """Evaluate, train for --num_train_epochs with periodic evals and checkpoints, and return the final evaluation.
 
     A resumed run restores the checkpoint and continues on the batches an uninterrupted run would have read next.
     """
-    per_batch = getattr(loss_fn, "updates_per_batch", 1)
-    companions = getattr(loss_fn, "companions", {})  # engines checkpointed with this one (PPO's critic)
+    per_batch, companions = objective.updates_per_batch, objective.companions
     total = optimizer_steps(loader, args, per_batch)
     position = Position(0, 0)
     engine.train()  # from_pretrained leaves the model in eval mode, dropout off
@@ -215,7 +225,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
         for batch in loader:
             consumed += 1
             batch = {k: v.to(engine.device) for k, v in batch.items()}
-            for update, (loss, stats) in enumerate(_updates(loss_fn, engine, batch), start=1):
+            for update, (loss, stats) in enumerate(objective.updates(engine, batch), start=1):
                 if skip_non_finite_loss(loss, engine, args, log, skipped):
                     skipped += 1
                     continue
@@ -245,7 +255,7 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                 if args.print_loss:
                     log.info(f"epoch {epoch} step {step}: loss {metrics['loss']:.4f}")
                 bar.update(1)
-                keys = getattr(loss_fn, "progress_keys", stats)  # an objective with many figures names a few
+                keys = objective.progress_keys or stats
                 shown = {"loss": f"{metrics['loss']:.4f}"} | {k: f"{stats[k]:.3f}" for k in keys} | {
                     "tok/s": f"{metrics['tokens_per_s']:.0f}", "mfu": f"{metrics['mfu']:.1%}"}
                 bar.set_postfix(shown, refresh=False)

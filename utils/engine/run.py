@@ -73,12 +73,12 @@ class Run:
         return encoded["train"], encoded["eval"], reports["train"]
 
     def finish(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, final: dict[str, float],
-               **resolved: Any) -> None:
-        """Export the model with its final evaluation, flags (plus values resolved at run time) and model card, then
-        stop."""
+               algorithm: str | None = None, **resolved: Any) -> None:
+        """Export the model with its final evaluation, flags (plus values resolved at run time) and model card (with
+        step 3's algorithm and its settings), then stop."""
         kind = ("reward" if type(model).__name__.endswith("ForSequenceClassification")
-                else "rlhf" if hasattr(self.args, "algo") else "sft")
-        card = model_card(self.args, final, tokenizer, dist.world_size(), kind)
+                else "rlhf" if algorithm else "sft")
+        card = model_card(self.args, final, tokenizer, dist.world_size(), kind, algorithm)
         export_model(model, tokenizer, self.args.output_dir, self.args.zero_stage,
                      extra_files={"eval_results.json": final, "training_args.json": vars(self.args) | resolved,
                                   "README.md": card}, lora=self.args if self.args.lora_dim else None)

@@ -54,16 +54,6 @@ def _usage(reward: bool, template: str, tokenizer: PreTrainedTokenizerBase) -> l
     return ["## Use", "", "```python", *code, "```", "", note, ""]
 
 
-def _algorithm(args: argparse.Namespace) -> str:
-    if args.algo == "dpo":
-        return f"dpo ({args.dpo_loss} loss), beta {args.beta:g}, label smoothing {args.label_smoothing:g}"
-    sampling = f"K = {args.num_generations}, temperature {args.temperature:g}"
-    if args.algo == "online_dpo":
-        return (f"online_dpo ({args.dpo_loss} loss), beta {args.beta:g}, {sampling}, best and worst of K, ties within "
-                f"{args.tie_threshold:g} skipped")
-    return f"{args.algo}, {sampling}, kl_ctl {args.kl_ctl:g}, reward normalization {args.reward_normalization}"
-
-
 def _step_only(args: argparse.Namespace) -> list[str]:
     """--sft_only_data_path (step 1) or --prompt_data_path (step 3): sources the step trains on whole."""
     return getattr(args, "sft_only_data_path", None) or getattr(args, "prompt_data_path", None) or []
@@ -75,7 +65,7 @@ def _sources(args: argparse.Namespace) -> list[str]:
     return (shared if args.data_path else []) + only
 
 
-def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]:
+def _training(args: argparse.Namespace, world_size: int, kind: str, algorithm: str | None) -> list[str]:
     evals = (", ".join(args.eval_data_path) if args.eval_data_path else f"split `{args.eval_split}`"
              if args.eval_split else f"each source's test split, or a held-out {args.eval_fraction:g} of its rows")
     rows = [("base model", args.model_name_or_path),
@@ -95,7 +85,7 @@ def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]
     if kind == "rlhf":
         rows[0] = ("policy (actor)", args.model_name_or_path)
         rows.insert(1, ("reward model", args.reward_model_name_or_path or "none"))
-        rows.insert(4, ("algorithm", _algorithm(args)))
+        rows.insert(4, ("algorithm", algorithm))
     if args.lora_dim:
         rows.append(("LoRA (merged)", f"rank {args.lora_dim}, alpha {args.lora_alpha or args.lora_dim:g}, on "
                                       f"`{args.lora_module_name}`, lr {args.lora_learning_rate:g}"
@@ -105,8 +95,8 @@ def _training(args: argparse.Namespace, world_size: int, kind: str) -> list[str]
 
 
 def model_card(args: argparse.Namespace, final: dict, tokenizer: PreTrainedTokenizerBase, world_size: int,
-               kind: str) -> str:
-    """kind: sft, reward or rlhf (step 3's policy)."""
+               kind: str, algorithm: str | None = None) -> str:
+    """kind: sft, reward or rlhf (step 3's policy, trained by `algorithm`, its settings in a few words)."""
     figures = [k for k in FIGURES[kind] if k in final]
     what = {"reward": "A reward model: one score per text, from a sequence-classification head (`score`, one label) "
                       f"on `{args.model_name_or_path}`, trained on preference pairs with rlhf-steps step 2.",
@@ -122,5 +112,5 @@ def model_card(args: argparse.Namespace, final: dict, tokenizer: PreTrainedToken
                                     for k in figures) + " |", ""]
     title = {"reward": "Reward model", "sft": "Fine-tuned model", "rlhf": "RLHF policy"}[kind]
     return "\n".join([*_front_matter(args, kind), f"# {title} trained from {args.model_name_or_path}", "", what, "",
-                      *_usage(kind == "reward", args.template, tokenizer), *_training(args, world_size, kind),
-                      *evaluation])
+                      *_usage(kind == "reward", args.template, tokenizer),
+                      *_training(args, world_size, kind, algorithm), *evaluation])

@@ -8,31 +8,23 @@ The loss (losses.dpo_loss) compares h = (log pi - log pi_ref)(chosen) - (log pi 
 """
 from __future__ import annotations
 
-import argparse
-import functools
 import inspect
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from utils import distributed as dist
-from utils.data.cache import fingerprint
-from utils.engine.loop import eval_batches
-from utils.errors import UserError
+from utils.engine.loop import Objective, eval_batches
 from utils.models.loading import additive_mask
 from utils.models.lora import WithoutAdapters
 from utils.models.shared_prompt import shared_length, shared_rows
 from utils.objectives.losses import dpo_loss
 
 Pair = dict[str, list]  # chosen, rejected: token ids; starts: where each answer starts; ref: precomputed log-probs
-REFERENCE_FILE = "reference_log_probs.json"  # --precompute_ref_log_probs, kept for --resume
 
 
 def _answer_index(pairs: list[Pair], where: Callable[[int, int, int], int]) -> dict[str, torch.Tensor]:
@@ -130,7 +122,7 @@ def preference_stats(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, beta:
 
 
 @dataclass
-class DPOObjective:
+class DPOObjective(Objective):
     """A micro-batch of pairs in, the mean DPO loss of its pairs out (weighted: pairs of weight 0 are placeholders
     that keep every process's passes in step). The reference's log-probs come precomputed with the batch, or from
     `reference`."""
@@ -175,47 +167,3 @@ class DPOObjective:
         local = {key: torch.cat(values) for key, values in parts.items()}
         merged = {key: torch.cat([part[key] for part in dist.gather_objects(local) if key in part]) for key in local}
         return {f"pair_{key}": value.mean().item() for key, value in merged.items()} | {"pairs": len(merged["loss"])}
-
-
-def precompute_reference(reference: nn.Module, pairs: list[Pair], pad_id: int, shared: bool, batch_size: int
-                         ) -> list[list[float]]:
-    """Each pair's reference log-probabilities [chosen, rejected], computed once before training, so that the
-    reference need not stay loaded. Each process computes a share; every process makes the same number of passes
-    (a partitioned reference gathers its layers in each), then all shares are gathered."""
-    collate = functools.partial(collate_preferences, pad_id=pad_id, shared=shared)
-    chunks = [list(range(i, min(i + batch_size, len(pairs)))) for i in range(0, len(pairs), batch_size)]
-    mine = chunks[dist.rank()::dist.world_size()]
-    passes = -(-len(chunks) // dist.world_size())
-    found: dict[int, list[float]] = {}
-    with torch.no_grad():
-        for n in tqdm(range(passes), desc="reference log-probs", disable=not dist.is_main()):
-            chunk = mine[min(n, len(mine) - 1)] if mine else chunks[0]  # a spare pass repeats a chunk
-            values = answer_log_probs(reference, collate([pairs[i] for i in chunk])).cpu().tolist()
-            found |= {i: [c, r] for i, c, r in zip(chunk, values[:len(chunk)], values[len(chunk):])}
-    merged = {i: v for part in dist.gather_objects(found) for i, v in part.items()}
-    return [merged[i] for i in range(len(pairs))]
-
-
-def save_reference_log_probs(args: argparse.Namespace, train: list[Pair], held_out: list[Pair],
-                             values: list[list[list[float]]]) -> None:
-    if dist.is_main():
-        path = Path(args.output_dir) / REFERENCE_FILE
-        record = {"pairs": fingerprint([train, held_out]), "train": values[0], "eval": values[1]}
-        path.with_suffix(".tmp").write_text(json.dumps(record))
-        path.with_suffix(".tmp").replace(path)
-
-
-def load_reference_log_probs(args: argparse.Namespace, train: list[Pair], held_out: list[Pair], resuming: bool
-                             ) -> list[list[list[float]]] | None:
-    """A resumed run's precomputed log-probs, if they were computed on these very pairs; a resume on other pairs
-    is refused, since its checkpoint's data position and reference would not match them. A new run computes its
-    own."""
-    path = Path(args.output_dir) / REFERENCE_FILE
-    if not resuming or not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record["pairs"] != fingerprint([train, held_out]):
-        raise UserError(f"--precompute_ref_log_probs: {path} was computed on other pairs than this run reads (the "
-                        "data, --data_split, --max_seq_len or the template changed since the run started); resume "
-                        "with the same data, or start over with --overwrite_output_dir")
-    return [record["train"], record["eval"]]

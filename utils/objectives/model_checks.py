@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer
 from utils.errors import UserError
 from utils.models.dschat_convert import is_dschat_checkpoint
 from utils.models.reward_model import NORMALIZATION_KEY, checked_reward_config
+from utils.objectives.algorithms import ALGORITHMS
 
 
 def _positions(config: object) -> int | None:
@@ -31,12 +32,13 @@ def check_models(args: argparse.Namespace) -> dict[str, float] | None:
     if _positions(actor) and budget > _positions(actor):
         raise UserError(f"--max_prompt_seq_len + --max_answer_seq_len = {budget} is over the actor's "
                         f"{_positions(actor)} positions")
-    if args.algo == "dpo" and _positions(actor) and args.max_seq_len > _positions(actor):
+    algorithm = ALGORITHMS[args.algo]
+    if algorithm.learns_from == "pairs" and _positions(actor) and args.max_seq_len > _positions(actor):
         raise UserError(f"--max_seq_len {args.max_seq_len} is over the actor's {_positions(actor)} positions")
     if not args.reward_model_name_or_path:  # DPO without a reward model (check_flags refused the others)
         return None
     if is_dschat_checkpoint(args.reward_model_name_or_path):
-        if args.algo == "ppo":
+        if algorithm.critic:
             raise UserError(f"'{args.reward_model_name_or_path}' is a DeepSpeed-Chat step-2 folder: PPO trains its "
                             "critic from it, so export it first (python -m utils.models.dschat_convert)")
         reward = AutoConfig.from_pretrained(args.reward_model_name_or_path)  # converted when loaded
@@ -50,10 +52,10 @@ def check_models(args: argparse.Namespace) -> dict[str, float] | None:
     if template and template != args.template:
         raise UserError(f"--template {args.template}, but the reward model was trained on --template {template} "
                         f"texts ({trained}): its scores mean something only on those; pass --template {template}")
-    if args.algo == "ppo":
+    if algorithm.critic:
         _check_critic_reads_actor_tokens(args)
     constants = getattr(reward, NORMALIZATION_KEY, None)
-    if args.reward_normalization != "none" and args.algo != "dpo" and not constants:  # DPO's rewards only evaluate
+    if args.reward_normalization != "none" and "reward_normalization" in algorithm.reads and not constants:
         raise UserError(f"--reward_normalization {args.reward_normalization}: '{args.reward_model_name_or_path}' "
                         "holds no normalization constants; store them with rw_eval.py --model_name_or_path "
                         "REWARD_MODEL --data_path PAIRS --write_normalization")

@@ -9,16 +9,20 @@ iteration starts from where this one ended.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from utils import distributed as dist
+from utils.data.sources import Row
+from utils.errors import UserError
 from utils.objectives.dpo import DPOObjective, Pair, answer_log_probs, collate_preferences
-from utils.objectives.policy import PolicyObjective
+from utils.objectives.policy import PolicyObjective, answer_stats
 from utils.objectives.ppo import dropout_off
 from utils.objectives.rollout import Rollout
 
@@ -49,28 +53,55 @@ class OnlineDPOObjective(PolicyObjective):
     prompts_per_process: int = 1
     progress_keys: tuple[str, ...] = ("reward", "reward_best", "tie_share", "accuracy")
 
+    @classmethod
+    def rollout_prompts(cls, args: argparse.Namespace, prompts: list[Row]) -> tuple[list[Row], int, str]:
+        """An iteration's prompts, --prompts_per_iteration on all processes together, split evenly; with
+        --num_iterations, the prompts those iterations need."""
+        world = dist.world_size()
+        total = args.prompts_per_iteration or args.per_device_generation_batch_size * world
+        if total % world or total // world % args.per_device_train_batch_size:
+            raise UserError(f"--prompts_per_iteration {total} must split evenly over {world} process(es), and each "
+                            f"share into --per_device_training_batch_size {args.per_device_train_batch_size} pairs")
+        if args.num_iterations:
+            if args.num_train_epochs != 1:
+                raise UserError("--num_iterations counts the whole run's iterations, each on new prompts: leave "
+                                "--num_train_epochs at 1")
+            need = args.num_iterations * total
+            if len(prompts) < need:
+                raise UserError(f"--num_iterations {args.num_iterations} of --prompts_per_iteration {total} needs "
+                                f"{need} prompts; the data gives {len(prompts)}")
+            prompts = prompts[:need]
+        return prompts, total // world, f"one iteration of --prompts_per_iteration {total}"
+
+    @classmethod
+    def updates_for(cls, args: argparse.Namespace, prompts_per_process: int) -> int:
+        return prompts_per_process // args.per_device_train_batch_size
+
+    @classmethod
+    def companions_for(cls, args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
+                       steps: int, prompts_per_process: int) -> dict[str, object]:
+        return {"dpo": DPOObjective(args.beta, args.dpo_loss, args.label_smoothing),
+                "prompts_per_process": prompts_per_process}
+
     @property
     def updates_per_batch(self) -> int:
-        return self.prompts_per_process // self.args.per_device_train_batch_size
+        return self.updates_for(self.args, self.prompts_per_process)
 
     def updates(self, engine: nn.Module, batch: dict[str, torch.Tensor]
                 ) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
-        pairs, stats = self._sample_pairs(engine, batch["prompt_index"])
+        pairs, stats = self._sample_pairs(engine, batch)
         for part in self._micro_batches(engine, pairs):
             loss, learned = self.dpo(engine, part)
             batch["input_ids"], batch["num_tokens"] = part["input_ids"], part["num_tokens"]  # throughput figures
             yield loss, stats | learned
 
-    def _sample_pairs(self, engine: nn.Module, indices: torch.Tensor) -> tuple[list[Pair], dict[str, float]]:
+    def _sample_pairs(self, engine: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[list[Pair], dict[str, float]]:
         """This process's share of the iteration: K answers per prompt, one generation batch at a time, and the
         best/worst pair of each prompt whose answers do not tie."""
         args, k = self.args, self.args.num_generations
         pairs, scores, kept, rollouts, timing = [], [], [], [], {"generate_s": 0.0, "score_s": 0.0}
-        for start in range(0, len(indices), args.per_device_generation_batch_size):
-            chunk = indices[start:start + args.per_device_generation_batch_size]
-            rollout, stats = self._rollout(engine, [self.prompts[i] for i in chunk.tolist()], k,
-                                           self.seed(engine, {"prompt_index": chunk}))
-            chunk_scores = stats.pop("_scores").cpu()
+        for rollout, chunk_scores, stats in self.sampled(engine, batch):
+            chunk_scores = chunk_scores.cpu()
             best, worst, keep = best_and_worst(chunk_scores, k, args.tie_threshold)
             pairs += [answer_pair(rollout, b, w) for b, w, ok in zip(best.tolist(), worst.tolist(), keep.tolist())
                       if ok]
@@ -80,18 +111,14 @@ class OnlineDPOObjective(PolicyObjective):
             timing = {key: timing[key] + stats[key] for key in timing}
         grouped, keep = torch.cat(scores), torch.cat(kept)
         ties = int(dist.sum_across_ranks(torch.tensor(float((~keep).sum()), device=engine.device)).item())
-        prompts = len(indices) * dist.world_size()
+        prompts = len(batch["prompt_index"]) * dist.world_size()
         if ties and dist.is_main():
             self.warn(f"step {getattr(engine, 'global_steps', 0)}: {ties} of {prompts} prompts gave no pair: their "
                       f"best and worst rewards tie within --tie_threshold {args.tie_threshold} (skipped)")
-        lengths = torch.cat([r.lengths for r in rollouts]).float()
-        ended = torch.cat([r.ended for r in rollouts]).float()
         return pairs, timing | {
             "reward": grouped.mean().item(), "reward_best": grouped.max(dim=1).values.mean().item(),
             "reward_worst": grouped.min(dim=1).values.mean().item(), "ties_skipped": float(ties),
-            "tie_share": ties / prompts, "answer_length": lengths.mean().item(), "eos_share": ended.mean().item(),
-            "truncated_share": 1 - ended.mean().item(),
-            "empty_share": torch.cat([r.empty for r in rollouts]).float().mean().item()}
+            "tie_share": ties / prompts} | answer_stats(rollouts)
 
     def _micro_batches(self, engine: nn.Module, pairs: list[Pair]) -> list[dict[str, torch.Tensor]]:
         """The pairs spread evenly over the iteration's updates, each with the reference log-probs of the policy as

@@ -1,6 +1,7 @@
-"""What step 3 adds to the shared loop: each micro-batch of prompts becomes K sampled answers, scored by the reward
-model, and the policy learns from them by RLOO or RAFT; evaluation samples held-out prompts and watches for the signs
-of reward hacking.
+"""What step 3 adds to the shared loop for the algorithms that learn from the policy's own answers: each loader batch
+of prompts becomes K sampled answers per prompt, scored by the reward model, and the policy learns from them;
+evaluation samples held-out prompts and watches for the signs of reward hacking. `PolicyObjective` holds what they
+share (sampling, scoring, statistics, evaluation); each algorithm is a subclass with its loss.
 
 RLOO: the shaped reward R = clip(norm(score)) - kl_ctl * sum_t log(pi / pi_ref) per answer, the advantage
 A_i = R_i - mean_{j != i} R_j over the K answers of a prompt, and the clipped policy-gradient loss over the answers'
@@ -14,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from utils import distributed as dist
 from utils.data.formatting import format_prompt
 from utils.data.sources import Row
+from utils.engine.loop import Objective
 from utils.models.lora import WithoutAdapters
 from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
 from utils.objectives.rollout import (
@@ -77,23 +79,32 @@ def distinct_2(answers: list[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
+def answer_stats(rollouts: list[Rollout]) -> dict[str, float]:
+    """What every optimizer step logs about the answers it learned from, whatever the algorithm: their length and
+    how they ended."""
+    def share(flags: list[torch.Tensor]) -> float:
+        return torch.cat(flags).float().mean().item()
+
+    return {"answer_length": torch.cat([r.lengths for r in rollouts]).float().mean().item(),
+            "eos_share": share([r.ended for r in rollouts]), "truncated_share": share([r.truncated for r in rollouts]),
+            "empty_share": share([r.empty for r in rollouts])}
+
+
 def rollout_stats(rollout: Rollout, scores: torch.Tensor, rewards: torch.Tensor, log_probs: torch.Tensor,
                   ref_log_probs: torch.Tensor, entropy: torch.Tensor) -> dict[str, float]:
-    """What every optimizer step logs about the answers it learned from, whatever the algorithm."""
+    """The answers' statistics, with their rewards, both KL estimates and the policy's entropy."""
     mask = actions(rollout)
     return {"reward": scores.mean().item(), "reward_std": scores.std().item(),
             "reward_normalized": rewards.mean().item(), "kl": kl_k1(log_probs, ref_log_probs, mask).mean().item(),
-            "kl_k3": kl_k3(log_probs, ref_log_probs, mask).mean().item(),
-            "answer_length": rollout.lengths.float().mean().item(), "eos_share": rollout.ended.float().mean().item(),
-            "truncated_share": rollout.truncated.float().mean().item(),
-            "empty_share": rollout.empty.float().mean().item(),
+            "kl_k3": kl_k3(log_probs, ref_log_probs, mask).mean().item()} | answer_stats([rollout]) | {
             "entropy": ((entropy * mask).sum() / mask.sum().clamp(min=1)).item()}
 
 
 @dataclass
-class PolicyObjective:
-    """One micro-batch of prompt indices in, a loss out; batch["input_ids"] and batch["num_tokens"] are set to the
-    rollout's, for the loop's throughput figures."""
+class PolicyObjective(Objective):
+    """A loader batch of prompt indices in; sampled, scored and learned from by the subclass's loss, one update per
+    batch unless it overrides `updates`. batch["input_ids"] and batch["num_tokens"] are set to the rollout's, for the
+    loop's throughput figures."""
 
     args: argparse.Namespace
     prompts: list[Row]
@@ -127,24 +138,52 @@ class PolicyObjective:
                   "generated_tokens_per_s": float(rollout.lengths.sum()) / max(generated - started, 1e-9)}
         return rollout, timing | {"_scores": scores}
 
+    @classmethod
+    def rollout_prompts(cls, args: argparse.Namespace, prompts: list[Row]) -> tuple[list[Row], int, str]:
+        """The prompts to train on, how many each process samples per loader batch, and what that batch is called in
+        an error: one rollout, or --generation_batches of them."""
+        if args.generation_batches == 1:
+            return prompts, args.per_device_generation_batch_size, "one rollout"
+        return (prompts, args.per_device_generation_batch_size * args.generation_batches,
+                f"the --generation_batches {args.generation_batches} rollouts")
+
+    @classmethod
+    def updates_for(cls, args: argparse.Namespace, prompts_per_process: int) -> int:
+        """The updates a loader batch gives, known before the objective exists: the schedule counts them."""
+        return 1
+
+    @classmethod
+    def companions_for(cls, args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
+                       steps: int, prompts_per_process: int) -> dict[str, object]:
+        """What the subclass is built with beyond the shared fields, once the actor's engine exists."""
+        return {}
+
+    def sampled(self, model: nn.Module, batch: dict[str, torch.Tensor]
+                ) -> Iterator[tuple[Rollout, torch.Tensor, dict[str, float]]]:
+        """The batch's prompts, --per_device_generation_batch_size at a time: K answers to each, their scores and
+        the time each part took."""
+        indices, size = batch["prompt_index"], self.args.per_device_generation_batch_size
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            rollout, stats = self._rollout(model, [self.prompts[i] for i in chunk.tolist()], self.args.num_generations,
+                                           self.seed(model, chunk))
+            yield rollout, stats.pop("_scores").to(rollout.input_ids.device), stats
+
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        k = self.args.num_generations
-        rows = [self.prompts[i] for i in batch["prompt_index"].tolist()]
-        rollout, stats = self._rollout(model, rows, k, self.seed(model, batch))
-        loss, learned = self.loss(model, rollout, stats.pop("_scores").to(rollout.input_ids.device))
+        (rollout, scores, stats), = self.sampled(model, batch)
+        loss, learned = self.loss(model, rollout, scores)
         batch["input_ids"], batch["num_tokens"] = rollout.input_ids, rollout.attention_mask.sum()
         return loss, stats | learned
 
-    def seed(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    def seed(self, model: nn.Module, indices: torch.Tensor) -> int:
         """A rollout's seed: the same for the same step, prompts and process, so a resumed run samples it again."""
-        return (self.args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973
-                + int(batch["prompt_index"][0]) * 31 + dist.rank())
+        return (self.args.seed * 1_000_003 + getattr(model, "global_steps", 0) * 9_973 + int(indices[0]) * 31
+                + dist.rank())
 
     @property
     def temperature(self) -> float:
-        """RLOO's and PPO's ratios are those of the sampling law; RAFT trains the model itself on the kept answers,
-        as step 1 does."""
-        return 1.0 if self.args.algo == "raft" else self.args.temperature
+        """The temperature of the training forward: that of the sampling law, whose ratios RLOO and PPO take."""
+        return self.args.temperature
 
     @property
     def row_k(self) -> int:
@@ -162,30 +201,16 @@ class PolicyObjective:
     def loss(self, model: nn.Module, rollout: Rollout, scores: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one process's share of the experience, normalized over the answer tokens that count on all
         processes, so that 1 and N processes take the same step."""
-        args, k = self.args, self.args.num_generations
         started = time.perf_counter()
-        mask = actions(rollout)
         with torch.no_grad():
             ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature, self.row_k)
         referenced = time.perf_counter()
         log_probs, entropy = token_log_probs(model, rollout, self.temperature, self.row_k)
-        kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
         rewards = self.clipped(scores)
-        tokens = dist.sum_across_ranks(mask.sum()).clamp(min=1)
-        if args.algo == "rloo":
-            advantages = rloo_advantages(rewards - args.kl_ctl * kl, k)
-            loss, clipped, ratio = clipped_policy_loss(log_probs, log_probs.detach(), advantages, mask, args.cliprange)
-            extra = {"clip_fraction": clipped.item(), "ratio_max": (ratio * mask).max().item()}
-        else:
-            keep = raft_choice(rewards, rollout.truncated, k, args.raft_selection).float()
-            kept = mask * keep[:, None]
-            tokens = dist.sum_across_ranks(kept.sum()).clamp(min=1)
-            loss = -(log_probs * kept).sum()
-            extra = {"kept_share": keep.mean().item(),
-                     "kept_reward": (scores * keep).sum().item() / max(keep.sum().item(), 1)}
+        loss, tokens, extra = self.policy_loss(rollout, scores, rewards, log_probs, ref_log_probs)
         stats = {"reference_s": referenced - started} | rollout_stats(rollout, scores, rewards, log_probs.detach(),
                                                                     ref_log_probs, entropy.detach()) | extra
-        return loss * dist.world_size() / tokens, stats
+        return loss * dist.world_size() / dist.sum_across_ranks(tokens).clamp(min=1), stats
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, rows: list[Row], step: int, output_dir: Path) -> dict[str, float]:
@@ -246,3 +271,29 @@ class PolicyObjective:
         if metrics["distinct2"] < 0.5 * self.before["distinct2"]:
             self.warn(f"WARNING: distinct-2 fell from {self.before['distinct2']:.3f} to {metrics['distinct2']:.3f}: "
                       "the answers are collapsing onto a few phrasings, a sign of reward hacking")
+
+
+class RLOOObjective(PolicyObjective):
+    def policy_loss(self, rollout: Rollout, scores: torch.Tensor, rewards: torch.Tensor, log_probs: torch.Tensor,
+                    ref_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """The summed loss over this process's answer tokens, their count, and what to log."""
+        mask = actions(rollout)
+        kl = kl_k1(log_probs.detach(), ref_log_probs, mask)
+        advantages = rloo_advantages(rewards - self.args.kl_ctl * kl, self.args.num_generations)
+        loss, clipped, ratio = clipped_policy_loss(log_probs, log_probs.detach(), advantages, mask,
+                                                   self.args.cliprange)
+        return loss, mask.sum(), {"clip_fraction": clipped.item(), "ratio_max": (ratio * mask).max().item()}
+
+
+class RAFTObjective(PolicyObjective):
+    @property
+    def temperature(self) -> float:
+        """RAFT trains the model itself on the kept answers, as step 1 does."""
+        return 1.0
+
+    def policy_loss(self, rollout: Rollout, scores: torch.Tensor, rewards: torch.Tensor, log_probs: torch.Tensor,
+                    ref_log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        keep = raft_choice(rewards, rollout.truncated, self.args.num_generations, self.args.raft_selection).float()
+        kept = actions(rollout) * keep[:, None]
+        return -(log_probs * kept).sum(), kept.sum(), {
+            "kept_share": keep.mean().item(), "kept_reward": (scores * keep).sum().item() / max(keep.sum().item(), 1)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from utils.errors import UserError
+from utils.objectives.algorithms import ALGORITHMS
 
 # DeepSpeed-Chat's step-3 flags with no counterpart here: accepted and ignored with a warning where they change
 # nothing that is learned (speed knobs, an extra averaged copy, printing), refused where they would.
@@ -31,70 +32,38 @@ DSCHAT_REFUSED = {
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Conflicting or out-of-range step-3 flags."""
+    """Conflicting or out-of-range step-3 flags: the ones every algorithm shares, then its own."""
+    algorithm = ALGORITHMS[args.algo]
     for name, reason in DSCHAT_REFUSED.items():
         if getattr(args, name) is not None:
             raise UserError(f"--{name}: {reason}")
-    ratios = args.algo in ("rloo", "ppo")  # the algorithms whose ratios and KL follow the sampling law
-    if args.algo != "dpo" and not args.reward_model_name_or_path:
+    if algorithm.learns_from == "samples" and not args.reward_model_name_or_path:
         raise UserError(f"--algo {args.algo} scores sampled answers with a reward model: pass "
                         "--critic_model_name_or_path (a step-2 output)")
-    if args.algo in ("dpo", "online_dpo"):
-        _check_dpo_flags(args)
-    if args.algo == "online_dpo" and args.reward_normalization != "none":
-        raise UserError(f"--reward_normalization {args.reward_normalization}: online DPO pairs each prompt's best and "
-                        "worst answers by the reward model's raw scores (--tie_threshold is in their units), so "
-                        "normalized scores would not be used; leave --reward_normalization at none")
-    if args.algo == "online_dpo" and args.num_generations < 2:
-        raise UserError(f"--num_generations {args.num_generations}: online DPO pairs the best and the worst of K "
-                        "answers to a prompt, so it needs K >= 2")
-    if args.algo == "rloo" and args.num_generations < 2:
-        raise UserError(f"--num_generations {args.num_generations}: RLOO's baseline is the mean reward of the other "
-                        "answers to the same prompt, so it needs K >= 2")
+    if algorithm.check is not None:
+        algorithm.check(args)
     if args.num_generations < 1:
         raise UserError("--num_generations must be at least 1")
     if args.temperature <= 0:
         raise UserError(f"--temperature {args.temperature}: sampling needs a temperature above 0")
-    if ratios and (args.top_k or args.top_p < 1):
+    if algorithm.sampling_law and (args.top_k or args.top_p < 1):
         raise UserError("--top_k and --top_p change the sampling law, so the log-ratio to the reference no longer "
                         "estimates the KL (it can go negative, and policies exploit that): RLOO and PPO sample "
                         "purely")
-    if ratios and args.dropout:
+    if algorithm.sampling_law and args.dropout:
         raise UserError(f"--actor_dropout {args.dropout}: with dropout the training forward no longer scores the "
                         "answers as they were sampled, and the KL to the reference is not 0 at the start; use 0")
-    rollouts_train_whole = args.algo in ("rloo", "raft", "ppo")
-    if rollouts_train_whole and args.per_device_train_batch_size != args.per_device_generation_batch_size:
+    if algorithm.whole_rollouts and args.per_device_train_batch_size != args.per_device_generation_batch_size:
         raise UserError(f"--per_device_training_batch_size {args.per_device_train_batch_size} and "
                         f"--per_device_generation_batch_size {args.per_device_generation_batch_size}: each rollout "
                         "trains as one micro-batch (PPO: one minibatch) here, so give both the same number of prompts")
-    if args.algo == "ppo":
-        if min(args.generation_batches, args.ppo_epochs) < 1:
-            raise UserError("--generation_batches and --ppo_epochs must be at least 1")
-        if not 0 <= args.lam <= 1 or not 0 <= args.gamma <= 1:
-            raise UserError(f"--gamma {args.gamma} and --lam {args.lam} must lie between 0 and 1")
-    elif args.generation_batches != 1 or args.ppo_epochs != 1:
+    if "ppo_epochs" not in algorithm.reads and (args.generation_batches != 1 or args.ppo_epochs != 1):
         raise UserError(f"--generation_batches and --ppo_epochs: --algo {args.algo} takes them as 1 here (RLOO and "
                         "RAFT: one update per rollout, DeepSpeed-Chat's stable setting); leave both at 1, or use "
                         "--algo ppo")
     if min(args.max_prompt_seq_len, args.max_answer_seq_len, args.per_device_generation_batch_size) < 1:
         raise UserError("--max_prompt_seq_len, --max_answer_seq_len and --per_device_generation_batch_size must be "
                         "at least 1")
-
-
-def _check_dpo_flags(args: argparse.Namespace) -> None:
-    if args.beta <= 0:
-        raise UserError(f"--beta {args.beta}: the implicit reward is beta * log(pi / pi_ref), so beta must be above 0")
-    if not 0 <= args.label_smoothing < 0.5:
-        raise UserError(f"--label_smoothing {args.label_smoothing}: the share of flipped labels lies in [0, 0.5)")
-    if args.label_smoothing and args.dpo_loss == "ipo":
-        raise UserError("--label_smoothing applies to the sigmoid loss; IPO has none")
-    if args.precompute_ref_log_probs and args.algo != "dpo":
-        raise UserError("--precompute_ref_log_probs: online DPO's reference changes every iteration, and computes its "
-                        "log-probs once per iteration anyway; use it with --algo dpo")
-    if args.algo == "dpo" and args.prompt_data_path:
-        raise UserError("--prompt_data_path: --algo dpo trains on the preference pairs of --data_path, not on prompts")
-    if min(args.num_iterations, args.prompts_per_iteration) < 0 or args.tie_threshold < 0:
-        raise UserError("--num_iterations, --prompts_per_iteration and --tie_threshold must be 0 or more")
 
 
 def critic_settings(args: argparse.Namespace) -> argparse.Namespace:

@@ -98,9 +98,18 @@ class PPOObjective(PolicyObjective):
     critic: nn.Module | None = None  # the critic's DeepSpeed engine
     progress_keys: tuple[str, ...] = ("reward", "kl", "answer_length", "eos_share", "value_loss")
 
+    @classmethod
+    def updates_for(cls, args: argparse.Namespace, prompts_per_process: int) -> int:
+        return args.generation_batches * args.ppo_epochs
+
+    @classmethod
+    def companions_for(cls, args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, zero3: object | None,
+                       steps: int, prompts_per_process: int) -> dict[str, object]:
+        return {"critic": critic_engine(args, tokenizer, zero3, steps)}
+
     @property
     def updates_per_batch(self) -> int:
-        return self.args.generation_batches * self.args.ppo_epochs
+        return self.updates_for(self.args, 0)
 
     @property
     def companions(self) -> dict[str, nn.Module]:
@@ -111,15 +120,9 @@ class PPOObjective(PolicyObjective):
                 ) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
         """Sample --generation_batches rollouts, then yield the actor loss of each for --ppo_epochs passes, stepping
         the critic on each as it goes."""
-        args, k = self.args, self.args.num_generations
-        indices, size = batch["prompt_index"].tolist(), args.per_device_generation_batch_size
-        seed = self.seed(model, batch)
-        experience = []
-        for part in range(args.generation_batches):
-            rows = [self.prompts[i] for i in indices[part * size:(part + 1) * size]]
-            rollout, stats = self._rollout(model, rows, k, seed + part * 7_919)
-            experience.append(self.experience(model, rollout, stats.pop("_scores").to(rollout.input_ids.device),
-                                              stats))
+        args = self.args
+        experience = [self.experience(model, rollout, scores, stats)
+                      for rollout, scores, stats in self.sampled(model, batch)]
         if not args.no_whiten_advantages:
             whiten(experience)
         for epoch in range(args.ppo_epochs):

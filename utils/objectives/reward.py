@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from utils.data.encoding import collate_pairs
 from utils.distributed import gather_objects
-from utils.engine.loop import eval_batches
+from utils.engine.loop import Objective, eval_batches
 from utils.models.reward_model import score_positions
 from utils.models.shared_prompt import collate_shared_prompt
 from utils.objectives.losses import bt_loss, dschat_loss
@@ -20,7 +20,7 @@ from utils.objectives.metrics import pair_metrics
 
 
 @dataclass(frozen=True)
-class RewardObjective:
+class RewardObjective(Objective):
     score_token: str
     pad_id: int
     num_padding_at_beginning: int

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 from pathlib import Path
 
 import torch
@@ -34,17 +33,11 @@ from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import load_trained_reward_model
 from utils.models.shared_prompt import pair_row_length
-from utils.objectives.dpo import (
-    DPOObjective,
-    collate_preferences,
-    load_reference_log_probs,
-    precompute_reference,
-    save_reference_log_probs,
-)
+from utils.objectives.algorithms import ALGORITHMS, objective_class
+from utils.objectives.dpo import DPOObjective, collate_preferences
+from utils.objectives.dpo_reference import attach, precompute_and_free, saved_reference_log_probs
 from utils.objectives.model_checks import check_models
-from utils.objectives.online_dpo import OnlineDPOObjective
 from utils.objectives.policy import PolicyObjective
-from utils.objectives.ppo import PPOObjective, critic_engine
 
 
 def _frozen(ds_config: dict, offload: bool | None) -> dict | None:
@@ -66,33 +59,16 @@ def _reward_model(args: argparse.Namespace, run: Run) -> tuple[PreTrainedModel |
     return model, tokenizer
 
 
-def _rollout_prompts(args: argparse.Namespace, run: Run) -> tuple[list[Row], list[Row], int]:
+def _rollout_prompts(args: argparse.Namespace, run: Run, kind: type[PolicyObjective]
+                     ) -> tuple[list[Row], list[Row], int]:
     """The prompts (held-out ones as many as the evaluation reads), and how many each process samples before
-    training on them: a rollout, or an online-DPO iteration. Too few prompts for one is an error, and
-    --num_iterations keeps the prompts it needs."""
+    training on them (a rollout, or an online-DPO iteration). Too few prompts for one is an error."""
     prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))
     for line in report.lines():
         run.log.info(line)
     held_out = held_out[:args.eval_iters * args.per_device_eval_batch_size]
+    prompts, batch, what = kind.rollout_prompts(args, prompts)
     world = dist.world_size()
-    batch = args.per_device_generation_batch_size * args.generation_batches
-    what = ("one rollout" if args.generation_batches == 1
-            else f"the --generation_batches {args.generation_batches} rollouts")
-    if args.algo == "online_dpo":
-        total = args.prompts_per_iteration or args.per_device_generation_batch_size * world
-        batch, what = total // world, f"one iteration of --prompts_per_iteration {total}"
-        if total % world or batch % args.per_device_train_batch_size:
-            raise UserError(f"--prompts_per_iteration {total} must split evenly over {world} process(es), and each "
-                            f"share into --per_device_training_batch_size {args.per_device_train_batch_size} pairs")
-        if args.num_iterations:
-            if args.num_train_epochs != 1:
-                raise UserError("--num_iterations counts the whole run's iterations, each on new prompts: leave "
-                                "--num_train_epochs at 1")
-            need = args.num_iterations * total
-            if len(prompts) < need:
-                raise UserError(f"--num_iterations {args.num_iterations} of --prompts_per_iteration {total} needs "
-                                f"{need} prompts; the data gives {len(prompts)}")
-            prompts = prompts[:need]
     if len(prompts) < batch * world:
         raise UserError(f"{len(prompts)} prompts: fewer than {what} of {batch} per process on {world} process(es)")
     return prompts, held_out, batch
@@ -129,7 +105,7 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
     train_pairs, eval_pairs, _ = run.encoded_data(
         DataSpec.from_args(args, phase=1, fields=FIELDS), tokenizer, lambda rows, split: encode(rows), "dpo-pairs",
         template=args.template, max_seq_len=args.max_seq_len, overlength=args.overlength)
-    saved = load_reference_log_probs(args, train_pairs, eval_pairs, resuming=run.resume is not None) \
+    saved = saved_reference_log_probs(args, train_pairs, eval_pairs, resuming=run.resume is not None) \
         if args.precompute_ref_log_probs else None  # a resume on other data stops here, before any model loads
     held_out = []  # with a reward model, the held-out pairs' prompts are sampled and scored too
     if args.reward_model_name_or_path:
@@ -149,16 +125,10 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
     if not saved:
         reference = _ready_reference(reference, engine, run, args)
     if args.precompute_ref_log_probs and not saved:
-        saved = [precompute_reference(reference, pairs, tokenizer.pad_token_id, shared,
-                                      args.per_device_eval_batch_size) for pairs in (train_pairs, eval_pairs)]
-        save_reference_log_probs(args, train_pairs, eval_pairs, saved)
-        run.log.info("reference log-probs computed for every pair and kept in --output_dir; the reference is freed")
+        saved = precompute_and_free(args, reference, (train_pairs, eval_pairs), tokenizer.pad_token_id, run.log.info)
         reference = None
-        gc.collect()
     if saved:
-        for pairs, values in zip((train_pairs, eval_pairs), saved):
-            for pair, value in zip(pairs, values):
-                pair["ref"] = value
+        attach((train_pairs, eval_pairs), saved)
     if reward_model is not None:
         reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, engine.device)
     _log_weights(run, {"policy": engine, "reference": None if isinstance(reference, WithoutAdapters) else reference,
@@ -176,7 +146,7 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
         return metrics
 
     final = train(engine, loader, args, objective, evaluate, run.log, run.resume)
-    run.finish(model, tokenizer, final)
+    run.finish(model, tokenizer, final, algorithm=ALGORITHMS[args.algo].card(args))
     return final
 
 
@@ -187,29 +157,20 @@ def _judge(args: argparse.Namespace):
 def _train_on_samples(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTokenizerBase,
                       normalization: dict[str, float] | None) -> dict[str, float]:
     """RLOO, RAFT, PPO and online DPO: the policy learns from its own answers, scored by the reward model."""
-    prompts, held_out, batch = _rollout_prompts(args, run)
+    kind = objective_class(args.algo)
+    prompts, held_out, batch = _rollout_prompts(args, run, kind)
     reward_model, reward_tokenizer = _reward_model(args, run)
     reference = _reference(args, run, tokenizer)
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                                     args.trust_remote_code), args)
     loader = train_loader(list(range(len(prompts))), batch, _indices, args.seed)
-    kind, extra = PolicyObjective, {}
-    if args.algo == "ppo":
-        per_batch = args.generation_batches * args.ppo_epochs
-    elif args.algo == "online_dpo":
-        per_batch = batch // args.per_device_train_batch_size
-        extra = {"dpo": DPOObjective(args.beta, args.dpo_loss, args.label_smoothing), "prompts_per_process": batch}
-        kind = OnlineDPOObjective
-    else:
-        per_batch = 1
-    steps = optimizer_steps(loader, args, per_batch)
+    steps = optimizer_steps(loader, args, kind.updates_for(args, batch))
     engine = build_engine(model, args, run.ds_config, steps)
     reference = _ready_reference(reference, engine, run, args)
     reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, engine.device)
     if run.zero3 is not None:
         run.log.info("ZeRO-3: the reference and reward model are partitioned across the processes, as the actor is")
-    if args.algo == "ppo":
-        kind, extra = PPOObjective, {"critic": critic_engine(args, tokenizer, run.zero3, steps)}
+    extra = kind.companions_for(args, tokenizer, run.zero3, steps, batch)
     held = {"actor": engine, "reference": None if isinstance(reference, WithoutAdapters) else reference,
             "reward model": reward_model} | extra
     _log_weights(run, {name: one for name, one in held.items() if isinstance(one, nn.Module)})
@@ -219,7 +180,7 @@ def _train_on_samples(args: argparse.Namespace, run: Run, tokenizer: PreTrainedT
     final = train(engine, loader, args, objective,
                   lambda: objective.evaluate(engine, held_out, engine.global_steps, Path(args.output_dir)),
                   run.log, run.resume)
-    run.finish(model, tokenizer, final)
+    run.finish(model, tokenizer, final, algorithm=ALGORITHMS[args.algo].card(args))
     return final
 
 
@@ -231,10 +192,8 @@ def run_step3(args: argparse.Namespace, warnings: list[str]) -> None:
         run.log.info(line)
     tokenizer = load_tokenizer(args.model_name_or_path, "end", append_eos=False,
                                trust_remote_code=args.trust_remote_code)
-    if args.algo == "dpo":
-        final = _train_on_pairs(args, run, tokenizer, normalization)
-    else:
-        final = _train_on_samples(args, run, tokenizer, normalization)
+    learn = {"pairs": _train_on_pairs, "samples": _train_on_samples}[ALGORITHMS[args.algo].learns_from]
+    final = learn(args, run, tokenizer, normalization)
     run.log.info(f"policy exported to {args.output_dir}")
     figures = [f"{key}={final[key]:.4f}" for key in ("pair_accuracy", "pair_margin", "reward", "kl_to_reference")
                if key in final]

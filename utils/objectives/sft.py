@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from utils.data.encoding import IGNORE
 from utils.distributed import gather_objects, sum_across_ranks, world_size
-from utils.engine.loop import eval_batches
+from utils.engine.loop import Objective, eval_batches
 from utils.models.loading import additive_mask
 
 
@@ -23,7 +23,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 
 @dataclass(frozen=True)
-class SFTObjective:
+class SFTObjective(Objective):
     compute_fp32_loss: bool = False
 
     def _nll(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
