@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from utils.errors import UserError
+from utils.rewards.settings import check_reward_flags
 
 # DeepSpeed-Chat's step-3 flags with no counterpart here: accepted and ignored with a warning where they change
 # nothing that is learned (speed knobs, an extra averaged copy, printing), refused where they would.
@@ -39,6 +40,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.algo != "dpo" and not args.reward_model_name_or_path:
         raise UserError(f"--algo {args.algo} scores sampled answers with a reward model: pass "
                         "--critic_model_name_or_path (a step-2 output)")
+    if args.algo != "dpo":  # the algorithms that score sampled answers
+        check_reward_flags(args)
     if args.algo in ("dpo", "online_dpo"):
         _check_dpo_flags(args)
     if args.algo == "online_dpo" and args.reward_normalization != "none":
