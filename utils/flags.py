@@ -13,6 +13,7 @@ from utils.data.sources import FIELDS, SOURCES_HELP
 from utils.errors import UserError
 from utils.objectives.algorithms import ALGORITHMS
 from utils.objectives.policy_checks import DSCHAT_IGNORED, DSCHAT_REFUSED, check_flags
+from utils.rewards.builtin import BUILTINS
 
 # transformers' SchedulerType values, written out so that parsing needs no transformers (a test compares them)
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -248,6 +249,32 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
                         help="Accepted for DeepSpeed-Chat command lines; generation uses Hugging Face generate.")
     models.add_argument("--prompt_data_path", nargs="*", default=[],
                         help="Prompt sources used only by step 3, all of their train rows (no --data_split share).")
+
+    rewards = parser.add_argument_group("checkable rewards")
+    rewards.add_argument("--reward_funcs", nargs="*", default=[],
+                         help="Reward functions of each prompt and answer, added to the reward model's score: "
+                              "built-ins (" + "; ".join(f"{name}: {text}" for name, text in BUILTINS.items()) + "), "
+                              "or a function of your own as path/to/file.py:function or package.module:function, "
+                              "called as f(prompts, answers, **columns) and returning one float, or None where it "
+                              "does not apply, per answer (see the step-3 README).")
+    rewards.add_argument("--reward_weights", nargs="*", type=float, default=None,
+                         help="One weight per --reward_funcs entry, then one for the reward model's score when a "
+                              "reward model is given. Default: 1 each.")
+    rewards.add_argument("--format_regex", default=None,
+                         help="The format reward's pattern: 1 when the whole answer, stripped, matches it ('.' "
+                              "matches newlines too), else 0.")
+    rewards.add_argument("--overlong_buffer", type=int, default=None,
+                         help="The overlong reward's ramp, in tokens: 0 up to --max_answer_seq_len minus this, "
+                              "falling linearly to -1 at --max_answer_seq_len. Default: a quarter of "
+                              "--max_answer_seq_len.")
+    rewards.add_argument("--reward_url", default=None,
+                         help="A remote reward server speaking OpenRLHF's protocol: POST {\"query\", \"prompts\", "
+                              "\"labels\"} -> {\"rewards\"}.")
+    rewards.add_argument("--reward_timeout", type=float, default=30.0,
+                         help="Seconds to wait for one answer of --reward_url. Default: %(default)s")
+    rewards.add_argument("--reward_retries", type=int, default=3,
+                         help="Tries after a failed or timed-out --reward_url request before the run stops. Default: "
+                              "%(default)s")
 
     rollout = parser.add_argument_group("rollout")
     rollout.add_argument("--algo", choices=ALGOS, default="rloo",

@@ -16,7 +16,9 @@ from utils.errors import UserError
 
 CRITIC_FLAGS = ("critic_learning_rate", "critic_weight_decay", "critic_zero_stage", "critic_gradient_checkpointing",
                 "critic_dropout", "critic_lora_dim", "critic_lora_module_name", "critic_lora_learning_rate")
-SAMPLING_FLAGS = ("num_generations", "per_device_generation_batch_size")
+REWARD_FLAGS = ("reward_funcs", "reward_weights", "format_regex", "overlong_buffer", "reward_url", "reward_timeout",
+                "reward_retries")  # checkable rewards
+SAMPLING_FLAGS = ("num_generations", "per_device_generation_batch_size", *REWARD_FLAGS)  # answers sampled and scored
 SCORE_FLAGS = ("reward_normalization", "clip_reward_value")  # how the reward model's scores become rewards
 DPO_FLAGS = ("beta", "dpo_loss", "label_smoothing")
 PAIR_FLAGS = ("max_seq_len", "overlength", "length_grouping", "data_output_path")  # tokenized rows of a file

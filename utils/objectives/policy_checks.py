@@ -6,6 +6,7 @@ import argparse
 
 from utils.errors import UserError
 from utils.objectives.algorithms import ALGORITHMS
+from utils.rewards.settings import check_reward_flags
 
 # DeepSpeed-Chat's step-3 flags with no counterpart here: accepted and ignored with a warning where they change
 # nothing that is learned (speed knobs, an extra averaged copy, printing), refused where they would.
@@ -40,6 +41,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if algorithm.learns_from == "samples" and not args.reward_model_name_or_path:
         raise UserError(f"--algo {args.algo} scores sampled answers with a reward model: pass "
                         "--critic_model_name_or_path (a step-2 output)")
+    if algorithm.learns_from == "samples":
+        check_reward_flags(args)
     if algorithm.check is not None:
         algorithm.check(args)
     if args.num_generations < 1:
