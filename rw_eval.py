@@ -4,6 +4,7 @@
     python rw_eval.py --model_name_or_path DIR --prompt P --answer A [--prompt P2 --answer A2 ...] [--output F]
     python rw_eval.py --model_name_or_path DIR --input rows.jsonl --output scores.json    # rows: prompt, answer
     python rw_eval.py --model_name_or_path DIR --data_path pairs.jsonl [--write_normalization] [--check_pipeline]
+    python rw_eval.py --model_name_or_path DIR --serve [--port 5000] [--host 127.0.0.1]    # a remote reward server
 
 Texts are formatted with --template by the training formatter, so any Hugging Face sequence-classification reward
 model directory works, not only ours. Rows are read, checked and skipped as training reads them, and every skip is
@@ -52,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--check_pipeline", action="store_true",
                       help="Re-score a sample through transformers.pipeline and fail on any difference over 1e-4.")
     data.add_argument("--check_samples", type=int, default=32, help="Texts re-scored by --check_pipeline.")
+    serving = parser.add_argument_group("serving (OpenRLHF's remote reward protocol, for step 3's --reward_url)")
+    serving.add_argument("--serve", action="store_true",
+                         help='Answer POST {"query": [texts], ...} on any path with {"rewards": [scores]}.')
+    serving.add_argument("--port", type=int, default=5000, help="Default: %(default)s; 0 picks a free one.")
+    serving.add_argument("--host", default="127.0.0.1",
+                         help="Default: %(default)s, this machine only; 0.0.0.0 listens on every interface.")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
     parser.add_argument("--device", default=None, help="Default: cuda when there is a GPU, else cpu.")
@@ -80,6 +87,12 @@ def main() -> None:
     args = _parser().parse_args()
     if len(args.prompt) != len(args.answer):
         raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
+    if args.serve:
+        given = {"--prompt": args.prompt, "--input": args.input, "--data_path": args.data_path, "--output": args.output,
+                 "--check_pipeline": args.check_pipeline, "--write_normalization": args.write_normalization}
+        if any(given.values()):
+            raise UserError(f"--serve scores the texts its clients send: drop "
+                            f"{', '.join(flag for flag, value in given.items() if value)}")
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
     import torch  # after the flags: --help and their mistakes answer at once
@@ -93,6 +106,11 @@ def main() -> None:
         raise UserError("--write_normalization writes into the model's config.json: convert the DeepSpeed-Chat "
                         f"checkpoint first (python -m utils.models.dschat_convert {args.model_name_or_path} OUT_DIR), "
                         "then evaluate OUT_DIR")
+    if args.serve:
+        from utils.evaluation.reward_server import serve
+
+        serve(scorer, args.host, args.port, args.batch_size)
+        return
     if args.data_path:
         spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),
                         on_bad_row=args.on_bad_row)
