@@ -144,3 +144,19 @@ def test_synthetic_has_held_out_split_without_overlap():
     train, test = splits["train"], splits["test"]
     assert len(train) == 500 and test
     assert not {tuple(r.values()) for r in train} & {tuple(r.values()) for r in test}
+
+
+def test_step_3_prompt_rows_from_several_sources_share_columns_and_repeat_by_prompt(tmp_path):
+    with_answers = _write(tmp_path / "a.jsonl", [json.dumps({"prompt": f"q{i}", "answer": str(i), "id": i})
+                                                 for i in range(6)])
+    plain = _write(tmp_path / "b.jsonl", [json.dumps({"prompt": f"r{i}"}) for i in range(4)])
+    held = _write(tmp_path / "e.jsonl", [json.dumps({"prompt": "q1", "id": 99}), json.dumps({"prompt": "new"})])
+    train, evals, report = load_rows(DataSpec([with_answers, plain], [held], data_split="0,0,1", phase=2,
+                                              fields=("prompt",)))
+    assert len(train) == 10 and all(set(r) == {"prompt", "answer", "id"} for r in train + evals)
+    assert {r["prompt"]: (r["answer"], r["id"]) for r in train if r["prompt"] in ("q2", "r2")} == {
+        "q2": ("2", 2), "r2": (None, None)}
+    # q1 is trained on: held out with another id it is still the same prompt (a whole-row comparison kept it)
+    assert evals == [{"prompt": "new", "answer": None, "id": None}] and report.eval_prompts_in_train_skipped == 1
+    assert f"{with_answers} [train 6; columns: answer, id] -> train 6 (all)" in report.lines()[0]
+    assert f"{plain} [train 4] -> train 4 (all)" in report.lines()[0]

@@ -7,7 +7,7 @@ import pytest
 
 from utils.data.splits import DataSpec, load_rows
 from utils.errors import UserError
-from utils.data.sources import FIELDS, SFT_FIELDS, RowChecker, read_source
+from utils.data.sources import FIELDS, PROMPT_FIELDS, SFT_FIELDS, RowChecker, read_source
 
 HH_PROMPT = "\n\nHuman: Hi, can you help?\n\nAssistant: Sure.\n\nHuman: What is 2 plus 2?\n\nAssistant:"
 
@@ -191,3 +191,109 @@ def test_synthetic_flawed_is_step_1_data_with_a_held_out_split():
         read_source("synthetic_flawed:300", FIELDS)
     with pytest.raises(UserError, match="expected synthetic_flawed:N with N a number"):
         read_source("synthetic_flawed:many", SFT_FIELDS)
+
+
+def _prompt_rows(*sources, **spec):
+    """Step 3's read: train and eval prompt rows (all of them: --data_split 0,0,1) and the report."""
+    return load_rows(DataSpec(list(sources), data_split="0,0,1", phase=2, fields=PROMPT_FIELDS, **spec))
+
+
+def test_prompt_rows_keep_every_other_column_and_pairs_do_not(tmp_path):
+    messages = [{"role": "user", "content": "3+3?"}]
+    records = [{"prompt": "2+2?", "answer": "4", "id": 1, "meta": {"level": [1, 2]}, "chosen": "4", "rejected": "5"},
+               {"prompt": messages, "answer": "6", "id": 2, "chosen": "6", "rejected": "7"}]
+    path = str(_jsonl(tmp_path / "p.jsonl", records))
+    splits, _ = read_source(path, PROMPT_FIELDS)
+    # chosen and rejected are a pair's answers, not columns a reward function checks (nor would _drop_identical
+    # keep a prompt row whose two happen to match)
+    assert splits["train"] == [{"prompt": "2+2?", "answer": "4", "id": 1, "meta": {"level": [1, 2]}},
+                               {"prompt": messages, "answer": "6", "id": 2}]
+    assert read_source(path)[0]["train"][0] == {"prompt": "2+2?", "chosen": "4", "rejected": "5"}  # pairs unchanged
+    renamed = str(_jsonl(tmp_path / "q.jsonl", [{"question": "2+2?", "prompt": "ignored", "answer": "4"}]))
+    checker = RowChecker(columns={"prompt": "question"})
+    assert read_source(renamed, PROMPT_FIELDS, checker)[0]["train"] == [{"prompt": "2+2?", "answer": "4"}]
+
+
+def test_prompt_rows_from_csv_keep_columns_and_refuse_values_beyond_the_header(tmp_path):
+    (tmp_path / "p.csv").write_text("prompt,answer,id\n2+2?,4,a\n3+3?,6\n")
+    splits, _ = read_source(str(tmp_path / "p.csv"), PROMPT_FIELDS)
+    assert splits["train"] == [{"prompt": "2+2?", "answer": "4", "id": "a"},
+                               {"prompt": "3+3?", "answer": "6", "id": None}]  # a short line: None, as missing
+    (tmp_path / "q.csv").write_text("prompt,answer\n2+2?,4\n3+3?,6,oops\n")
+    with pytest.raises(UserError, match=r"q.csv:3: 1 more values than the header has columns"):
+        read_source(str(tmp_path / "q.csv"), PROMPT_FIELDS)
+    assert read_source(str(tmp_path / "q.csv"), PROMPT_FIELDS, RowChecker("skip"))[0]["train"] == [
+        {"prompt": "2+2?", "answer": "4"}]
+
+
+def test_parquet_values_become_json_and_a_column_without_a_json_form_is_left_out_and_reported(tmp_path):
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    when = datetime.datetime(2024, 5, 1, 12, 30)
+    pq.write_table(pa.Table.from_pylist([
+        {"prompt": "2+2?", "answer": 4, "price": decimal.Decimal("1.50"), "when": when, "blob": b"\x00"},
+        {"prompt": "3+3?", "answer": 6, "price": None, "when": when, "blob": b"\x01"}]), tmp_path / "p.parquet")
+    train, evals, report = _prompt_rows(str(tmp_path / "p.parquet"), eval_fraction=0.5)
+    rows = sorted(train + evals, key=lambda r: r["prompt"])
+    assert rows == [{"prompt": "2+2?", "answer": 4, "price": "1.50", "when": "2024-05-01T12:30:00"},
+                    {"prompt": "3+3?", "answer": 6, "price": None, "when": "2024-05-01T12:30:00"}]
+    json.dumps(rows)  # what samples.jsonl and a reward server need
+    assert report.extra_columns == {str(tmp_path / "p.parquet"): {"answer": 0, "price": 1, "when": 0}}
+    assert f"{tmp_path / 'p.parquet'}: column(s) blob (bytes) left out of its prompt rows" in " ".join(report.lines())
+
+
+def _fake_hub(monkeypatch, splits):
+    """datasets.load_dataset answering with `splits` (DatasetDicts built here), recording what it was asked."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, config=None):
+        calls.append((name, config))
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split, rows in splits.items()})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_a_dataset_s_prompt_rows_keep_their_columns_none_where_a_split_lacks_one(monkeypatch):
+    calls = _fake_hub(monkeypatch, {"train": [{"prompt": "2+2?", "answer": "4", "label": 1}] * 2,
+                                    "test": [{"prompt": "5+5?", "answer": "10"}]})
+    train, evals, report = _prompt_rows("me/maths")
+    assert calls == [("me/maths", None)]
+    assert train == [{"prompt": "2+2?", "answer": "4", "label": 1}] * 2
+    assert evals == [{"prompt": "5+5?", "answer": "10", "label": None}]  # aligned: one list per column, every row
+    assert report.lines()[0] == ("data: me/maths [train 2, test 1; columns: answer, label (None in 1 row)] -> "
+                                 "train 2 (all), eval 1 (split test)")
+
+
+GSM8K = [{"question": "Ann has 2 pens and buys 3. How many?", "answer": "She has 2 + 3 = <<2+3=5>>5 pens.\n#### 5"},
+         {"question": "Bo has 4 cups and breaks 1. How many?", "answer": "He has 4 - 1 = <<4-1=3>>3.\n#### 3"}]
+
+
+def test_gsm8k_file_gives_prompts_with_answers_and_step_1_rows_and_refuses_pairs(tmp_path):
+    path = str(_jsonl(tmp_path / "gsm8k.jsonl", GSM8K))
+    splits, _ = read_source(path, PROMPT_FIELDS)
+    assert splits["train"] == [{"prompt": r["question"], "answer": r["answer"]} for r in GSM8K]  # answer as it comes
+    assert read_source(path, SFT_FIELDS)[0]["train"][1] == {"prompt": GSM8K[1]["question"],
+                                                            "chosen": GSM8K[1]["answer"]}
+    with pytest.raises(UserError, match=r"gsm8k.jsonl:1: questions with worked answers \(GSM8K's layout: question, "
+                                        r"answer\) have no rejected answers"):
+        read_source(path)
+
+
+def test_openai_gsm8k_from_the_hub_reads_config_main(monkeypatch):
+    test = {"question": "What is 6 times 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"}
+    calls = _fake_hub(monkeypatch, {"train": GSM8K, "test": [test]})
+    with pytest.raises(UserError, match="openai/gsm8k: questions with worked answers .* have no rejected answers"):
+        read_source("openai/gsm8k")
+    assert calls == []  # refused before a download
+    train, evals, report = _prompt_rows("openai/gsm8k")
+    assert calls == [("openai/gsm8k", "main")]  # without it, load_dataset asks for a configuration
+    assert {r["prompt"]: r["answer"] for r in train} == {r["question"]: r["answer"] for r in GSM8K}
+    assert evals == [{"prompt": test["question"], "answer": test["answer"]}]
+    assert "[train 2, test 1; columns: answer]" in report.lines()[0]

@@ -1,5 +1,6 @@
 """The built-in preference pairs: reproducible, well-formed, balanced, and right where they claim to be; the SFT
-rows with a share of flawed answers, and the rule-based judge that names those flaws."""
+rows with a share of flawed answers, and the rule-based judge that names those flaws; the arithmetic problems with
+their answers (synthetic_math)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +8,11 @@ from collections import Counter
 
 import pytest
 
+from utils.data.sources import FIELDS as FIELD_NAMES
+from utils.data.sources import PROMPT_FIELDS, SFT_FIELDS, read_source
 from utils.data.synthetic import CATEGORIES, GENERIC_FLAWS, flaw, flawed_share, generate_pairs, generate_sft_rows
+from utils.data.synthetic_math import generate_math_problems
+from utils.errors import UserError
 
 FIELDS = {"prompt", "chosen", "rejected", "category"}
 SUM = re.compile(r"\b(\d+) (plus|minus|times) (\d+)\?$")
@@ -211,3 +216,48 @@ def test_flawed_share_counts_flagged_answers() -> None:
         flawed_share(prompts, ["4."])
     with pytest.raises(ValueError, match="got 0 and 0"):
         flawed_share([], [])
+
+
+def _math_result(prompt: str) -> int:
+    """The result the problem's words ask for, worked out from the text alone."""
+    a, b = (int(n) for n in re.findall(r"\d+", prompt))
+    if re.search(r"\bplus\b|\bbuys\b|\bputs in\b", prompt):
+        return a + b
+    if re.search(r"\bminus\b|\bgives\b|\btakes out\b", prompt):
+        return a - b
+    assert re.search(r"\btimes\b|\bin each\b|\bpiles? of\b", prompt), prompt
+    return a * b
+
+
+def test_synthetic_math_answers_are_right_and_seeded() -> None:
+    rows = generate_math_problems(3000, seed=0)
+    assert rows == generate_math_problems(3000, seed=0) and rows[:40] == generate_math_problems(40, seed=0)
+    assert rows != generate_math_problems(3000, seed=1)
+    for row in rows:
+        assert set(row) == {"prompt", "answer"}
+        assert all(0 <= int(n) <= 9 for n in re.findall(r"\d+", row["prompt"])), row
+        assert row["answer"] == str(_math_result(row["prompt"])) and int(row["answer"]) >= 0, row
+    bare = [r["prompt"] for r in rows if SUM.search(r["prompt"])]  # the forms the demo's step-1 data answers
+    assert 0.4 < len(bare) / len(rows) < 0.6
+    assert {p.split()[0] for p in bare} == {"What", "How", "Can"}
+    word = {re.sub(r"\d+|[A-Z][a-z]+ (?=has|puts|takes|makes)", "_", r["prompt"]) for r in rows} - set(bare)
+    assert len(word) > 20  # word problems in several templates, objects and names
+
+
+def test_synthetic_math_held_out_tenth_never_repeats_a_train_problem() -> None:
+    for n in (50, 4000):
+        splits, skipped = read_source(f"synthetic_math:{n}", PROMPT_FIELDS)
+        train, test = splits["train"], splits["test"]
+        assert skipped == 0 and len(train) == n and len(test) == n // 10  # a full tenth, even at 4000
+        assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+        assert len({r["prompt"] for r in test}) == len(test)
+        assert read_source(f"synthetic_math:{n}", PROMPT_FIELDS)[0] == splits
+
+
+@pytest.mark.parametrize("fields, lacks", [(FIELD_NAMES, "chosen or rejected"), (SFT_FIELDS, "chosen")])
+def test_synthetic_math_is_refused_by_steps_that_read_answers(fields: tuple[str, ...], lacks: str) -> None:
+    with pytest.raises(UserError, match=f"synthetic_math:50: synthetic_math has no {lacks} answers; it is arithmetic "
+                                        "problems with their answers, for step 3's checkable rewards"):
+        read_source("synthetic_math:50", fields)
+    with pytest.raises(UserError, match="expected synthetic_math:N with N at least 1"):
+        read_source("synthetic_math:0", PROMPT_FIELDS)

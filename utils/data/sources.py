@@ -1,8 +1,9 @@
-"""Reading every kind of preference source into rows of prompt, chosen and rejected, split by split.
+"""Reading every kind of source into rows of prompt, chosen and rejected (or the fields a step reads), split by split.
 
 A source is a built-in synthetic generator, a local file (.jsonl, .json, .csv, optionally .gz, or .parquet), or a
-folder or hub dataset read by `datasets`, including DeepSpeed-Chat's dataset names. A bad row is an error naming the
-file, line and field, or, with --on_bad_row skip, a counted skip.
+folder or hub dataset read by `datasets`, including DeepSpeed-Chat's dataset names and GSM8K. A bad row is an error
+naming the file, line and field, or, with --on_bad_row skip, a counted skip. Prompt rows (step 3) keep every other
+column of their record beside the prompt, such as the `answer` a reward function checks.
 """
 from __future__ import annotations
 
@@ -14,27 +15,42 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from utils.data.synthetic import generate_pairs, generate_sft_rows
+from utils.data.synthetic_math import math_splits
 from utils.errors import UserError
 
 FIELDS = ("prompt", "chosen", "rejected")
 SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen answer; a rejected field is ignored
+PROMPT_FIELDS = ("prompt",)  # step 3: a prompt, and every other column of its record beside it
 SYNTHETIC_DEFAULT_SIZE = 4000
 ASSISTANT = "\n\nAssistant:"
 SOURCES_HELP = (
     "Sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs plus a held-out tenth), "
     "'synthetic_flawed' or 'synthetic_flawed:N' (step 1 only: seeded answers, a quarter of them rude, evasive or "
-    "looping, for the step-3 demo), local .jsonl/.json/.csv files (optionally .gz) or .parquet files, a folder of "
-    "data files, or a Hugging Face dataset name, DeepSpeed-Chat's included. Rows have prompt, chosen and rejected "
-    "fields (see --prompt_column), or Anthropic-style chosen and rejected transcripts, or chosen and rejected chat "
-    "message lists. Several blend.")
-# Built-in sources by name, each read as 'name' or 'name:N': n rows from a seed.
+    "looping, for the step-3 demo), 'synthetic_math' or 'synthetic_math:N' (step 3 only: seeded one-digit "
+    "arithmetic problems with an answer column, for checkable rewards), local .jsonl/.json/.csv files (optionally "
+    ".gz) or .parquet files, a folder of data files, or a Hugging Face dataset name, DeepSpeed-Chat's and "
+    "openai/gsm8k included. Rows have prompt, chosen and rejected fields (see --prompt_column), or Anthropic-style "
+    "chosen and rejected transcripts, or chosen and rejected chat message lists; step 3 reads prompts alone, also "
+    "GSM8K's question and answer, and keeps a row's other columns (an answer, say) for reward functions. Several "
+    "blend.")
+# Built-in generated pairs and step-1 rows by name, each read as 'name' or 'name:N': n rows from a seed.
 SYNTHETIC_GENERATORS: dict[str, Callable[..., list[dict[str, str]]]] = {
     "synthetic": generate_pairs, "synthetic_flawed": generate_sft_rows}
+# Every built-in source: the fields it has, and what it is for, as a step that reads another field is told.
+BUILT_IN: dict[str, tuple[tuple[str, ...], str]] = {
+    "synthetic": (FIELDS, ""),
+    "synthetic_flawed": (SFT_FIELDS, "it is for step 1 (supervised fine-tuning), to start the step-3 demo from a "
+                                     "flawed policy; for pairs use synthetic"),
+    "synthetic_math": (PROMPT_FIELDS, "it is arithmetic problems with their answers, for step 3's checkable rewards "
+                                      "(--data_split 0,0,1 or --prompt_data_path)"),
+}
+# Hub datasets of questions with worked answers, and the configuration read; a step that reads pairs refuses them.
+ANSWER_DATASETS = {"openai/gsm8k": "main", "gsm8k": "main"}
 
-Row = dict[str, Any]  # prompt: str or a list of chat messages; chosen, rejected: str
+Row = dict[str, Any]  # prompt: str or a list of chat messages; chosen, rejected: str; a prompt row's other columns
 Splits = dict[str, list[Row]]
 
 
@@ -86,11 +102,39 @@ def _split_conversations(chosen: object, rejected: object, fields: tuple[str, ..
     return prompt, answer, rejected[cut:]
 
 
+def _gsm8k_layout(columns: Collection[object], checker: RowChecker) -> bool:
+    """GSM8K's layout: a question and its worked answer, and no prompt or chosen column."""
+    return ("question" in columns and "answer" in columns and checker.column("prompt") not in columns
+            and checker.column("chosen") not in columns)
+
+
+def _refuse_pairs(where: str, fields: tuple[str, ...]) -> None:
+    if "rejected" in fields:
+        raise UserError(f"{where}: questions with worked answers (GSM8K's layout: question, answer) have no rejected "
+                        "answers to train a reward model or DPO on; they are prompts for step 3's checkable rewards "
+                        "(--data_split 0,0,1 or --prompt_data_path)")
+
+
+def _from_gsm8k(record: dict, fields: tuple[str, ...], checker: RowChecker) -> dict:
+    """The question is the prompt; the answer stays a column of its own (step 3) or is the chosen answer (step 1)."""
+    out = {checker.column("prompt"): record["question"]} | {k: v for k, v in record.items() if k != "question"}
+    if "chosen" in fields:
+        out[checker.column("chosen")] = out.pop("answer")
+    return out
+
+
 def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChecker) -> Row | None:
-    """One source record as a checked row, or None when it is bad and --on_bad_row skip counts it."""
+    """One source record as a checked row, or None when it is bad and --on_bad_row skip counts it.
+
+    A prompt row (fields PROMPT_FIELDS) keeps, as they are, the record's columns other than prompt, chosen and
+    rejected and those --prompt_column and friends name; utils.data.columns makes them JSON values.
+    """
     if not isinstance(record, dict):
         checker.bad(where, "not an object", f"expected an object with fields {', '.join(fields)}")
         return None
+    if _gsm8k_layout(record, checker):
+        _refuse_pairs(where, fields)
+        record = _from_gsm8k(record, fields, checker)
     values = {name: record.get(checker.column(name)) for name in dict.fromkeys(FIELDS + fields)}
     if _is_messages(values["chosen"]) or (values["prompt"] is None and checker.column("chosen") in record):
         # whole conversations (a prompt column beside them, as in UltraFeedback, repeats their first turns)
@@ -113,7 +157,14 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
         else:
             continue
         return None
-    return {name: values[name] for name in fields}
+    row = {name: values[name] for name in fields}
+    if fields != PROMPT_FIELDS:
+        return row
+    if None in record:  # csv.DictReader's key for values beyond the header's columns
+        checker.bad(where, "values beyond the header", f"{len(record[None])} more values than the header has columns")
+        return None
+    named = set(FIELDS) | {checker.column(name) for name in FIELDS}
+    return row | {column: value for column, value in record.items() if column not in named}
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -219,17 +270,21 @@ def _read_dataset(name: str, fields: tuple[str, ...], checker: RowChecker) -> tu
     Also returns how many records the dataset's own rule skipped (webgpt ties)."""
     import datasets
 
-    try:
-        splits = datasets.load_dataset(name)
+    known = "/".join(Path(name).parts[-2:])  # a hub name, or a local copy in a folder of that name
+    if known in ANSWER_DATASETS:
+        _refuse_pairs(name, fields)  # before a download
+    try:  # a local folder has no configurations, only a hub dataset
+        splits = datasets.load_dataset(name, None if Path(name).exists() else ANSWER_DATASETS.get(known))
     except Exception as err:  # datasets raises many types here: missing, offline, unreadable
         raise UserError(f"cannot load dataset '{name}': {err}") from None
-    adapter = ADAPTERS.get("/".join(Path(name).parts[-2:]))  # a hub name, or a local copy in a folder of that name
+    adapter = ADAPTERS.get(known)
     out: Splits = {}
     rule_skips = 0
     for split, data in splits.items():
         if adapter is None:
             names = set(data.column_names)
-            needed = [checker.column(f) for f in fields if f != "prompt" or checker.column("prompt") in names]
+            needed = [] if _gsm8k_layout(names, checker) else [  # to_row reads GSM8K's layout, or refuses it
+                checker.column(f) for f in fields if f != "prompt" or checker.column("prompt") in names]
             missing = [c for c in needed if c not in names]
             if missing:
                 raise UserError(f"dataset '{name}' [{split}] lacks column(s) {', '.join(missing)}; it has "
@@ -256,17 +311,23 @@ def _read_synthetic(spec: str, fields: tuple[str, ...]) -> Splits:
 
     A repeat is a train row with the same fields. For prompts alone (step 3) it is a whole generated row: the ~1,000
     questions recur across 4,000 rows, and load_rows skips the held-out prompts that the step itself trains on.
+    synthetic_math has rules of its own (utils.data.synthetic_math).
     """
     name, colon, size_text = spec.partition(":")
-    if name == "synthetic_flawed" and "rejected" in fields:
-        raise UserError(f"--data_path {spec}: synthetic_flawed has no rejected answers; it is for step 1 (supervised "
-                        "fine-tuning), to start the step-3 demo from a flawed policy; for pairs use synthetic")
+    has, use = BUILT_IN[name]
+    lacks = [f for f in fields if f not in has]
+    if lacks:
+        raise UserError(f"--data_path {spec}: {name} has no {' or '.join(lacks)} answers; {use}")
     size = SYNTHETIC_DEFAULT_SIZE
     if colon:
         try:
             size = int(size_text)
         except ValueError:
             raise UserError(f"--data_path {spec}: expected {name}:N with N a number of rows") from None
+        if size < 1:
+            raise UserError(f"--data_path {spec}: expected {name}:N with N at least 1")
+    if name == "synthetic_math":
+        return math_splits(size)
     generated = SYNTHETIC_GENERATORS[name](size + max(1, size // 10), seed=0)
     keys = fields if len(fields) > 1 else tuple(generated[0])
     seen = {tuple(r[k] for k in keys) for r in generated[:size]}
@@ -279,7 +340,7 @@ def read_source(spec: str, fields: tuple[str, ...] = FIELDS, checker: RowChecker
                 ) -> tuple[Splits, int]:
     """A source's rows by split name, and how many records its dataset's own rule skipped."""
     checker = checker or RowChecker()
-    if spec.partition(":")[0] in SYNTHETIC_GENERATORS:
+    if spec.partition(":")[0] in BUILT_IN:
         return _read_synthetic(spec, fields), 0
     path = Path(spec)
     if path.name.endswith(FILE_SUFFIXES):

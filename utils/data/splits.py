@@ -6,7 +6,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from utils.data.sources import FIELDS, Row, RowChecker, Splits, read_source
+from utils.data.columns import align_columns, settle_columns
+from utils.data.sources import FIELDS, PROMPT_FIELDS, Row, RowChecker, Splits, read_source
 from utils.errors import UserError
 
 EVAL_SPLITS = ("test", "validation")  # a source's own eval split, in this order of preference
@@ -57,6 +58,10 @@ class DataReport:
     ties_skipped: int = 0
     identical_pairs_skipped: int = 0
     eval_rows_also_in_train: int = 0
+    # source -> the columns its prompt rows carry beside the prompt, each with how many rows lack it (None there)
+    extra_columns: dict[str, dict[str, int]] = field(default_factory=dict)
+    # source -> the columns left out of its prompt rows, each with the type of a value JSON cannot hold
+    unkept_columns: dict[str, dict[str, str]] = field(default_factory=dict)
     eval_prompts_in_train_skipped: int = 0
     train_rows: int = 0
     eval_rows: int = 0
@@ -86,6 +91,9 @@ class DataReport:
         parts = []
         for name, share in self.split_shares.items():
             read = ", ".join(f"{split} {n}" for split, n in self.rows_read[name].items())
+            if name in self.extra_columns:
+                read += "; columns: " + ", ".join(column + (f" (None in {n} row{'s' * (n > 1)})" if n else "")
+                                                  for column, n in self.extra_columns[name].items())
             feeds = []
             if share["of"]:
                 feeds.append(f"train {share['kept']}" + (" (all)" if share["kept"] == share["of"] else
@@ -101,6 +109,9 @@ class DataReport:
         out += [f"{name}: --data_split {self.data_split} leaves step {self.phase + 1} {share['kept']} of its "
                 f"{share['of']} train rows; --data_split {everything} uses them all"
                 for name, share in self.split_shares.items() if share["kept"] < share["of"]]
+        out += [f"{name}: column(s) {', '.join(f'{c} ({kind})' for c, kind in unkept.items())} left out of its "
+                "prompt rows: reward functions and samples.jsonl take values that JSON can write"
+                for name, unkept in self.unkept_columns.items()]
         out += self.skip_lines()
         if self.eval_rows_also_in_train:
             out.append(f"note: {self.eval_rows_also_in_train} eval rows also occur, word for word, in train rows "
@@ -171,11 +182,23 @@ def _drop_identical(rows: list[Row], report: DataReport) -> list[Row]:
     return kept
 
 
+def _read(name: str, label: str, spec: DataSpec, checker: RowChecker, report: DataReport) -> Splits:
+    """A source's rows, counted in the report under `label`; prompt rows with their extra columns as JSON values."""
+    splits, ties = read_source(name, spec.fields, checker)
+    report.rows_read[label] = {split: len(rows) for split, rows in splits.items()}
+    report.ties_skipped += ties
+    if spec.fields == PROMPT_FIELDS:
+        columns, unkept = settle_columns([row for rows in splits.values() for row in rows])
+        if columns:
+            report.extra_columns[label] = columns
+        if unkept:
+            report.unkept_columns[label] = unkept
+    return splits
+
+
 def _eval_source(name: str, spec: DataSpec, checker: RowChecker, report: DataReport) -> list[Row]:
     """An eval-only source's rows: --eval_split, else its test or validation split, else all of its rows."""
-    splits, ties = read_source(name, spec.fields, checker)
-    report.rows_read[f"{name} (eval)"] = {split: len(rows) for split, rows in splits.items()}
-    report.ties_skipped += ties
+    splits = _read(name, f"{name} (eval)", spec, checker, report)
     chosen = spec.eval_split or next((s for s in EVAL_SPLITS if s in splits), "train")
     rows = _select(splits, chosen, name)[0]
     report.split_shares[f"{name} (eval)"] = {"kept": 0, "of": 0, "eval": len(rows), "eval_from": f"split {chosen}"}
@@ -199,7 +222,8 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
 
     --data_path sources give this step its --data_split share; --sft_only_data_path (step 1) and --prompt_data_path
     (step 3) sources give all their train rows. Without --eval_data_path, each source's eval split, or a seeded --eval_fraction of its train
-    rows, is the eval set.
+    rows, is the eval set. Prompt rows (fields PROMPT_FIELDS) all carry the same extra columns, None where their
+    source lacks one, so that a reward function gets one aligned list per column.
     """
     report = DataReport(data_split=spec.data_split, phase=spec.phase)
     checker = RowChecker(spec.on_bad_row, spec.columns)
@@ -207,9 +231,7 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
     evals: list[Row] = []
     sources = [(name, True) for name in spec.data_path] + [(name, False) for name in spec.step_only_data_path]
     for name, by_phase in sources:
-        splits, ties = read_source(name, spec.fields, checker)
-        report.rows_read[name] = {split: len(rows) for split, rows in splits.items()}
-        report.ties_skipped += ties
+        splits = _read(name, name, spec, checker, report)
         rows, held, held_from = _train_and_eval(splits, spec, name, with_eval=spec.eval_data_path is None)
         share = _phase_share(rows, spec.data_split, spec.phase, spec.seed) if by_phase else rows
         report.split_shares[name] = {"kept": len(share), "of": len(rows), "eval": len(held),
@@ -224,9 +246,16 @@ def load_rows(spec: DataSpec) -> tuple[list[Row], list[Row], DataReport]:
         raise UserError(f"no training rows left from {' '.join(spec.data_path + list(spec.step_only_data_path))} "
                         f"(data_split {spec.data_split}, {report.identical_pairs_skipped} identical pairs skipped, "
                         f"{report.bad_rows_skipped} bad rows skipped)")
-    train_keys = {json.dumps(r, sort_keys=True) for r in train}
-    repeats = [json.dumps(r, sort_keys=True) in train_keys for r in evals]
-    if spec.fields == ("prompt",):  # a policy's held-out prompts: one it trains on says nothing of generalisation
+    prompts = spec.fields == PROMPT_FIELDS
+    if prompts:
+        align_columns(train + evals)
+
+    def key(row: Row) -> str:  # a prompt repeats a train prompt whatever its other columns (an id, say) hold
+        return json.dumps(row["prompt"] if prompts else row, sort_keys=True)
+
+    train_keys = {key(r) for r in train}
+    repeats = [key(r) in train_keys for r in evals]
+    if prompts:  # a policy's held-out prompts: one it trains on says nothing of generalisation
         report.eval_prompts_in_train_skipped = sum(repeats)
         evals = [r for r, repeat in zip(evals, repeats) if not repeat]
     else:
