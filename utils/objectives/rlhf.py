@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from utils import distributed as dist
 from utils.data.encoding import encode_preferences
-from utils.data.sources import FIELDS, Row
+from utils.data.sources import FIELDS, PROMPT_FIELDS, Row
 from utils.data.splits import DataSpec, load_rows
 from utils.data.synthetic import flawed_share
 from utils.engine.ds_config import frozen_config
@@ -63,7 +63,7 @@ def _rollout_prompts(args: argparse.Namespace, run: Run, kind: type[PolicyObject
                      ) -> tuple[list[Row], list[Row], int]:
     """The prompts (held-out ones as many as the evaluation reads), and how many each process samples before
     training on them (a rollout, or an online-DPO iteration). Too few prompts for one is an error."""
-    prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=("prompt",)))
+    prompts, held_out, report = load_rows(DataSpec.from_args(args, phase=2, fields=PROMPT_FIELDS))
     for line in report.lines():
         run.log.info(line)
     held_out = held_out[:args.eval_iters * args.per_device_eval_batch_size]
