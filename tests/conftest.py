@@ -26,7 +26,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import utils.objectives.policy as policy
+import utils.objectives.answer_rewards as answer_rewards
 from utils import distributed
 from utils.data.synthetic import generate_pairs
 from utils.models.tiny import build_tiny_model
@@ -230,7 +230,7 @@ def run_here(script: Path | ModuleType, args: list, check: bool = True, env: dic
             # digits of every later run's sums
             patch.setattr(torch.nn.functional, "linear", torch.nn.functional.linear)
             if isinstance(env, Injected):
-                patch.setattr(policy, "reward_scores", letter_e)
+                patch.setattr(answer_rewards, "reward_scores", letter_e)
             try:
                 (entrypoint(script) if isinstance(script, Path) else script).main()
             except SystemExit as stop:
@@ -318,7 +318,7 @@ def read_metrics(output_dir: Path) -> list[dict]:
 def letter_e(reward_model, reward_tokenizer, prompts, rollout, k, template, batch_size=32, shared=True) -> torch.Tensor:
     """The answer's reward: how many times it writes the letter e, which varies from answer to answer even under a
     random policy: a rule that moves within a few updates from a random start, where a real reward model would need a
-    trained policy. It stands in for `utils.objectives.policy.reward_scores`."""
+    trained policy. It stands in for `utils.objectives.answer_rewards.reward_scores`."""
     return torch.tensor([float(answer.count("e")) for answer in rollout.answers])
 
 
@@ -363,8 +363,9 @@ def actor_dir(step3_models: Path) -> Path:
 @pytest.fixture(scope="module")
 def inject(tmp_path_factory) -> Injected:
     folder = tmp_path_factory.mktemp("inject")
-    (folder / "sitecustomize.py").write_text("import torch\nimport utils.objectives.policy as policy\n\n\n"
-                                             + inspect.getsource(letter_e) + "\n\npolicy.reward_scores = letter_e\n")
+    (folder / "sitecustomize.py").write_text("import torch\nimport utils.objectives.answer_rewards as answer_rewards"
+                                             "\n\n\n" + inspect.getsource(letter_e)
+                                             + "\n\nanswer_rewards.reward_scores = letter_e\n")
     return Injected(PYTHONPATH=f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 

@@ -14,6 +14,7 @@ from utils.engine.loop import build_engine
 from utils.flags import step_parser
 from utils.models.loading import load_causal_lm, load_tokenizer
 from utils.objectives.algorithms import objective_class
+from utils.objectives.answer_rewards import AnswerRewards
 from utils.objectives.rollout import encode_prompts, sample, sampling_config
 
 PROMPTS = [{"prompt": f"What is {i} plus {i + 1}?"} for i in range(8)]
@@ -27,7 +28,7 @@ def one_step(args) -> None:
     model = load_causal_lm(args.model_name_or_path, tokenizer, 0.0, False, False)
     engine = build_engine(model, args, deepspeed_config(args, dist.world_size(), torch.float32), 1)
     objective = objective_class(args.algo)(args=args, prompts=PROMPTS, tokenizer=tokenizer, reference=reference,
-                                           reward_model=None, reward_tokenizer=None, normalization=None)
+                                           rewards=AnswerRewards(args, tokenizer), normalization=None)
     ids, mask, _ = encode_prompts(objective.prompt_texts(PROMPTS), tokenizer, args.max_prompt_seq_len)
     k = args.num_generations
     rollout = sample(reference, tokenizer, ids, mask, k, sampling_config(tokenizer, args.max_answer_seq_len, 1.0), 0)

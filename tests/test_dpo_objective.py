@@ -139,11 +139,14 @@ def test_dpo_flag_mistakes_are_refused(opt_dir, extra, message):
         check_flags(args)
 
 
-def test_a_reward_model_is_needed_except_for_offline_dpo(opt_dir):
+def test_a_reward_is_needed_except_for_offline_dpo_and_ppo_needs_a_reward_model(opt_dir):
+    def args(*extra):
+        return step_parser(3).parse_args(["--actor_model_name_or_path", str(opt_dir), "--output_dir", "unused",
+                                          *extra])
     for algo in ("rloo", "online_dpo"):
-        args = step_parser(3).parse_args(["--actor_model_name_or_path", str(opt_dir), "--output_dir", "unused",
-                                          "--algo", algo])
-        with pytest.raises(UserError, match=f"--algo {algo} scores sampled answers with a reward model"):
-            check_flags(args)
-    check_flags(step_parser(3).parse_args(["--actor_model_name_or_path", str(opt_dir), "--output_dir", "unused",
-                                           "--algo", "dpo"]))
+        with pytest.raises(UserError, match=f"--algo {algo} scores sampled answers: pass a reward model"):
+            check_flags(args("--algo", algo))
+        check_flags(args("--algo", algo, "--reward_funcs", "flaw"))  # a reward function is a reward
+    with pytest.raises(UserError, match="--algo ppo trains its critic from the reward model"):
+        check_flags(args("--algo", "ppo", "--reward_funcs", "flaw"))
+    check_flags(args("--algo", "dpo"))

@@ -9,7 +9,7 @@ from utils.flags import parse_flags
 from utils.rewards.builtin import final_number, flaw, make, math_answer, overlong_penalty
 from utils.rewards.combined import RewardFunctions
 from utils.rewards.loading import load_reward_function
-from utils.rewards.settings import function_weights, reward_model_weight
+from utils.rewards.settings import function_weights, remote_weight, reward_model_weight
 
 GSM8K = "Natalia sold 48 clips in April and half as many in May.\nShe sold 48/2 = <<48/2=24>>24 in May.\n#### 72"
 
@@ -210,6 +210,9 @@ def test_weights_split_between_functions_and_the_reward_model():
     assert function_weights(args) == [2.0, 0.5] and reward_model_weight(args) == 3.0
     args, _ = parse_flags(3, STEP3 + ["--reward_funcs", "flaw"])
     assert function_weights(args) == [1.0] and reward_model_weight(args) == 1.0
+    args, _ = parse_flags(3, STEP3 + ["--reward_funcs", "flaw", "--reward_url", "http://h:1", "--reward_weights", "2",
+                                      "0.5", "0.25"])
+    assert function_weights(args) == [2.0] and reward_model_weight(args) == 0.5 and remote_weight(args) == 0.25
 
 
 def test_the_run_builds_its_functions_from_the_flags():
@@ -223,8 +226,13 @@ def test_the_run_builds_its_functions_from_the_flags():
 
 @pytest.mark.parametrize("extra, message", [
     (["--reward_funcs", "math"], "--reward_funcs math: no such built-in reward function"),
-    (["--reward_funcs", "flaw", "--reward_weights", "1"], "--reward_weights: 1 weights given, 2 expected: 1 for the "
-                                                          "--reward_funcs entries and 1 for the reward model's score"),
+    (["--reward_funcs", "flaw", "--reward_weights", "1"], "--reward_weights: 1 weights given, 2 expected, one for "
+                                                          "each of: the --reward_funcs entry flaw; the reward model's "
+                                                          "score"),
+    (["--reward_url", "http://host:5000"], "--reward_url and a reward model (--critic_model_name_or_path) both score "
+                                           "every answer: say how to weigh them"),
+    (["--reward_funcs", "flaw", "--reward_normalization", "z"], "--reward_normalization z shapes a reward model's "
+                                                                "scores used alone"),
     (["--reward_funcs", "flaw", "--reward_weights", "1", "nan"], "each weight must be finite"),
     (["--reward_funcs", "format"], "--reward_funcs format: give the pattern"),
     (["--reward_funcs", "format", "--format_regex", "a("], "--format_regex 'a(' does not compile"),

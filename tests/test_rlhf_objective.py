@@ -14,6 +14,7 @@ from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import RewardModel
 from utils.objectives.losses import clipped_policy_loss, clipped_value_loss, gae, kl_k1, kl_k3, token_rewards
 from utils.objectives.algorithms import objective_class
+from utils.objectives.answer_rewards import AnswerRewards
 from utils.objectives.policy import distinct_2, normalized, raft_choice, rloo_advantages
 from utils.objectives.ppo import critic_values
 from utils.objectives.rollout import (
@@ -122,10 +123,9 @@ def _objective(model_dir, tokenizer, reward_dir, algo="rloo", **extra):
     reference = load_causal_lm(str(model_dir), tokenizer, 0.0, False).eval()
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
     prompts = [{"prompt": r["prompt"]} for r in generate_pairs(4, seed=2)]
+    rewards = AnswerRewards(args, tokenizer, reward, load_tokenizer(str(reward_dir), "end", append_eos=True))
     return objective_class(algo)(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference,
-                                 reward_model=reward, reward_tokenizer=load_tokenizer(str(reward_dir), "end",
-                                                                                      append_eos=True),
-                                 normalization=None, **extra)
+                                 rewards=rewards, normalization=None, **extra)
 
 
 def test_at_initialisation_kl_is_zero_ratio_one_and_a_constant_reward_moves_nothing(opt_dir, tmp_path):

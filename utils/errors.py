@@ -27,6 +27,11 @@ class RunError(Exception):
     """A fault while running, not in what the user gave: the message says what failed and what was kept."""
 
 
+class BatchFailed(RunError):
+    """A fault before a batch's first update (a reward server that stopped answering): the loop saves a checkpoint at
+    the batch's start, so that --resume runs the batch again."""
+
+
 class Preempted(Exception):
     """SIGTERM or SIGUSR1 arrived; the run saved a checkpoint and stops."""
 

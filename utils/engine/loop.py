@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from utils.engine.guards import (
 )
 from utils.engine.run_log import RunLog
 from utils.engine.throughput import Throughput, measured_peak_flops
-from utils.errors import Preempted
+from utils.errors import BatchFailed, Preempted, RunError
 from utils.models.lora import is_lora_parameter
 
 Batch = dict[str, torch.Tensor]
@@ -177,6 +178,22 @@ def optimizer_steps(loader: DataLoader, args: argparse.Namespace, updates_per_ba
     return max(1, len(loader) * args.num_train_epochs * updates_per_batch // args.gradient_accumulation_steps)
 
 
+def _checkpoint_on_failure(updates: Iterator[tuple[torch.Tensor, dict[str, float]]], save: Callable[[], Path] | None
+                           ) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+    """A batch's updates; a BatchFailed before the first saves a checkpoint at the batch's start (`save`, None in
+    the middle of gradient accumulation, whose gradients a checkpoint does not hold) and stops the run."""
+    try:
+        first = next(updates, None)
+    except BatchFailed as err:
+        if save is None:
+            raise RunError(f"{err}; no checkpoint was saved (gradients were accumulating): resume from the last one "
+                           "with --resume") from None
+        raise RunError(f"{err}; checkpoint saved in {save()}: run again with --resume once it is fixed") from None
+    if first is not None:
+        yield first
+        yield from updates
+
+
 def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, step: int) -> dict[str, float]:
     engine.eval()
     with torch.no_grad():
@@ -218,14 +235,17 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
     consumed, skipped = position.micro_batches, position.skipped_losses
     per_epoch = len(loader)
     started = time.perf_counter()
-    save_due = stopping = False  # checkpoints fall between batches, where the data position says it all
+    save_due = stopping = accumulating = False  # checkpoints fall between batches, where the data position says it all
     for epoch in range(consumed // per_epoch, args.num_train_epochs):
         loader.sampler.set_epoch(epoch)
         loader.sampler.skip = (consumed - epoch * per_epoch) * loader.batch_size
         for batch in loader:
             consumed += 1
             batch = {k: v.to(engine.device) for k, v in batch.items()}
-            for update, (loss, stats) in enumerate(objective.updates(engine, batch), start=1):
+            at_start = Position(step=engine.global_steps, micro_batches=consumed - 1, skipped_losses=skipped)
+            save = None if accumulating else functools.partial(save_checkpoint, engine, args, at_start, companions)
+            for update, (loss, stats) in enumerate(_checkpoint_on_failure(objective.updates(engine, batch), save),
+                                                   start=1):
                 if skip_non_finite_loss(loss, engine, args, log, skipped):
                     skipped += 1
                     continue
@@ -236,8 +256,9 @@ def train(engine: deepspeed.DeepSpeedEngine, loader: DataLoader, args: argparse.
                 engine.step()
                 for key, value in {"loss": loss.item(), **stats}.items():
                     window.setdefault(key, []).append(value)
-                if engine.global_steps == before:
-                    continue  # still accumulating gradients
+                accumulating = engine.global_steps == before
+                if accumulating:
+                    continue
                 step = engine.global_steps
                 norm = checked_grad_norm(engine, plain_norm, args)
                 metrics = dist.mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}

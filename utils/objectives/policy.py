@@ -27,15 +27,9 @@ from utils.data.sources import Row
 from utils.engine.loop import Objective
 from utils.models.lora import WithoutAdapters
 from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
-from utils.objectives.rollout import (
-    Rollout,
-    actions,
-    encode_prompts,
-    reward_scores,
-    sample,
-    sampling_config,
-    token_log_probs,
-)
+from utils.objectives.answer_rewards import AnswerRewards
+from utils.objectives.rollout import Rollout, actions, encode_prompts, sample, sampling_config, token_log_probs
+from utils.rewards.combined import RewardFunctions
 from utils.run_files import EVAL_BEFORE
 
 
@@ -70,6 +64,20 @@ def raft_choice(rewards: torch.Tensor, truncated: torch.Tensor, k: int, selectio
         top = torch.argsort(-eligible, stable=True)[:count]
         keep[top] = torch.isfinite(eligible[top])
     return keep
+
+
+def _check_figures(merged: dict[str, list], names: list[str]) -> dict[str, float]:
+    """Each reward function's figures over the held-out answers, sampled and greedy; `accuracy` and
+    `greedy_accuracy`: the shares math_answer marks right."""
+    if not names:
+        return {}
+    figures = RewardFunctions.stats({name: merged[name] for name in names})
+    figures |= {f"greedy_{key}": value
+                for key, value in RewardFunctions.stats({name: merged[f"greedy_{name}"] for name in names}).items()}
+    if "full_marks_math_answer" in figures:
+        figures["accuracy"] = figures["full_marks_math_answer"]
+        figures["greedy_accuracy"] = figures["greedy_full_marks_math_answer"]
+    return figures
 
 
 def distinct_2(answers: list[str]) -> float:
@@ -110,8 +118,7 @@ class PolicyObjective(Objective):
     prompts: list[Row]
     tokenizer: PreTrainedTokenizerBase
     reference: PreTrainedModel | WithoutAdapters | None
-    reward_model: PreTrainedModel
-    reward_tokenizer: PreTrainedTokenizerBase
+    rewards: AnswerRewards
     normalization: dict[str, float] | None
     judge: Callable[[list[str], list[str]], float] | None = None
     warn: Callable[[str], None] = print
@@ -132,11 +139,11 @@ class PolicyObjective(Objective):
         rollout = sample(model, self.tokenizer, ids.to(device), mask.to(device), k, config, seed,
                          self.args.zero3_generation, prefill_once=not self.args.no_shared_prompt)
         generated = time.perf_counter()
-        scores = reward_scores(self.reward_model, self.reward_tokenizer, rows, rollout, k, self.args.template,
-                               shared=not self.args.no_shared_prompt)
+        scores, per_function = self.rewards(rows, rollout, k)
         timing = {"generate_s": generated - started, "score_s": time.perf_counter() - generated,
                   "generated_tokens_per_s": float(rollout.lengths.sum()) / max(generated - started, 1e-9)}
-        return rollout, timing | {"_scores": scores}
+        checks = RewardFunctions.stats(per_function) if per_function else {}
+        return rollout, timing | checks | {"_scores": scores, "_functions": per_function}
 
     @classmethod
     def rollout_prompts(cls, args: argparse.Namespace, prompts: list[Row]) -> tuple[list[Row], int, str]:
@@ -167,6 +174,7 @@ class PolicyObjective(Objective):
             chunk = indices[start:start + size]
             rollout, stats = self._rollout(model, [self.prompts[i] for i in chunk.tolist()], self.args.num_generations,
                                            self.seed(model, chunk))
+            stats.pop("_functions")
             yield rollout, stats.pop("_scores").to(rollout.input_ids.device), stats
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,6 +232,8 @@ class PolicyObjective(Objective):
         local = {"prompts": [r["prompt"] for r in mine], "sampled": sampled.answers, "greedy": greedy.answers,
                  "sampled_reward": sampled_stats["_scores"].tolist(), "greedy_reward": greedy_stats["_scores"].tolist(),
                  "length": sampled.lengths.tolist(), "ended": sampled.ended.tolist()}
+        for name, values in sampled_stats["_functions"].items():  # each reward function's value of each answer
+            local[name], local[f"greedy_{name}"] = values, greedy_stats["_functions"][name]
         if self.reference is not None:  # DPO with precomputed reference log-probs has freed its reference
             ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
             log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
@@ -237,6 +247,7 @@ class PolicyObjective(Objective):
             metrics["kl_to_reference"] = sum(merged["kl"]) / n
         if self.judge is not None:
             metrics["flawed_share"] = self.judge([str(p) for p in merged["prompts"]], merged["sampled"])
+        metrics |= _check_figures(merged, list(sampled_stats["_functions"]))
         self._compare_with_start(metrics, merged, output_dir, step)
         if dist.is_main():
             with (output_dir / "samples.jsonl").open("a") as handle:
@@ -259,9 +270,12 @@ class PolicyObjective(Objective):
             self.before = json.loads(path.read_text())
         start = self.before["sampled_reward"]
         metrics["win_rate"] = sum(now > then for now, then in zip(merged["sampled_reward"], start)) / len(start)
-        for key in ("reward", "distinct2", "flawed_share"):
+        for key in ("reward", "distinct2", "flawed_share", "accuracy", "greedy_accuracy"):
             if key in self.before:
                 metrics[f"{key}_before"] = self.before[key]
+        for key in ("accuracy", "greedy_accuracy"):
+            if key in metrics:
+                metrics[f"{key}_after"] = metrics[key]
         if metrics["eos_share"] < 0.5:
             self.warn(f"WARNING: only {metrics['eos_share']:.0%} of the answers end with the EOS: the policy is "
                       "learning to ramble (was it fine-tuned with step 1?)")

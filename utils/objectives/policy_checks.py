@@ -38,9 +38,13 @@ def check_flags(args: argparse.Namespace) -> None:
     for name, reason in DSCHAT_REFUSED.items():
         if getattr(args, name) is not None:
             raise UserError(f"--{name}: {reason}")
-    if algorithm.learns_from == "samples" and not args.reward_model_name_or_path:
-        raise UserError(f"--algo {args.algo} scores sampled answers with a reward model: pass "
+    if algorithm.critic and not args.reward_model_name_or_path:
+        raise UserError(f"--algo {args.algo} trains its critic from the reward model: pass "
                         "--critic_model_name_or_path (a step-2 output)")
+    if algorithm.learns_from == "samples" and not (args.reward_model_name_or_path or args.reward_funcs
+                                                   or args.reward_url):
+        raise UserError(f"--algo {args.algo} scores sampled answers: pass a reward model (--critic_model_name_or_path, "
+                        "a step-2 output), --reward_funcs or --reward_url")
     if algorithm.learns_from == "samples":
         check_reward_flags(args)
     if algorithm.check is not None:

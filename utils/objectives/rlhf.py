@@ -34,6 +34,7 @@ from utils.models.lora import WithoutAdapters, add_lora
 from utils.models.reward_model import load_trained_reward_model
 from utils.models.shared_prompt import pair_row_length
 from utils.objectives.algorithms import ALGORITHMS, objective_class
+from utils.objectives.answer_rewards import AnswerRewards
 from utils.objectives.dpo import DPOObjective, collate_preferences
 from utils.objectives.dpo_reference import attach, precompute_and_free, saved_reference_log_probs
 from utils.objectives.model_checks import check_models
@@ -136,8 +137,9 @@ def _train_on_pairs(args: argparse.Namespace, run: Run, tokenizer: PreTrainedTok
     objective = DPOObjective(args.beta, args.dpo_loss, args.label_smoothing, reference)
     pairs_eval = eval_loader(eval_pairs, args.per_device_eval_batch_size, collate)
     policy = None if reward_model is None else PolicyObjective(
-        args=args, prompts=[], tokenizer=tokenizer, reference=reference, reward_model=reward_model,
-        reward_tokenizer=reward_tokenizer, normalization=normalization, judge=_judge(args), warn=run.log.info)
+        args=args, prompts=[], tokenizer=tokenizer, reference=reference,
+        rewards=AnswerRewards(args, tokenizer, reward_model, reward_tokenizer), normalization=normalization,
+        judge=_judge(args), warn=run.log.info)
 
     def evaluate() -> dict[str, float]:
         metrics = objective.evaluate(engine, pairs_eval, args.eval_iters)
@@ -160,6 +162,7 @@ def _train_on_samples(args: argparse.Namespace, run: Run, tokenizer: PreTrainedT
     kind = objective_class(args.algo)
     prompts, held_out, batch = _rollout_prompts(args, run, kind)
     reward_model, reward_tokenizer = _reward_model(args, run)
+    rewards = AnswerRewards.from_flags(args, tokenizer, prompts, reward_model, reward_tokenizer)
     reference = _reference(args, run, tokenizer)
     model = add_lora(load_causal_lm(args.model_name_or_path, tokenizer, args.dropout, args.gradient_checkpointing,
                                     args.trust_remote_code), args)
@@ -167,16 +170,16 @@ def _train_on_samples(args: argparse.Namespace, run: Run, tokenizer: PreTrainedT
     steps = optimizer_steps(loader, args, kind.updates_for(args, batch))
     engine = build_engine(model, args, run.ds_config, steps)
     reference = _ready_reference(reference, engine, run, args)
-    reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, engine.device)
+    if reward_model is not None:
+        rewards.reward_model = frozen_model(reward_model, run.ds_config, args.offload_reward_model, engine.device)
     if run.zero3 is not None:
         run.log.info("ZeRO-3: the reference and reward model are partitioned across the processes, as the actor is")
     extra = kind.companions_for(args, tokenizer, run.zero3, steps, batch)
     held = {"actor": engine, "reference": None if isinstance(reference, WithoutAdapters) else reference,
-            "reward model": reward_model} | extra
+            "reward model": rewards.reward_model} | extra
     _log_weights(run, {name: one for name, one in held.items() if isinstance(one, nn.Module)})
-    objective = kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, reward_model=reward_model,
-                     reward_tokenizer=reward_tokenizer, normalization=normalization, judge=_judge(args),
-                     warn=run.log.info, **extra)
+    objective = kind(args=args, prompts=prompts, tokenizer=tokenizer, reference=reference, rewards=rewards,
+                     normalization=normalization, judge=_judge(args), warn=run.log.info, **extra)
     final = train(engine, loader, args, objective,
                   lambda: objective.evaluate(engine, held_out, engine.global_steps, Path(args.output_dir)),
                   run.log, run.resume)

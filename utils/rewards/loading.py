@@ -97,7 +97,7 @@ def _import_module(entry: Entry) -> ModuleType:
     try:
         return importlib.import_module(entry.target)
     except ModuleNotFoundError as err:
-        if err.name and (entry.target + ".").startswith(err.name + "."):  # the module itself (or its package) is missing
+        if err.name and (entry.target + ".").startswith(err.name + "."):  # the module (or its package) is missing
             raise UserError(f"--reward_funcs {entry.text}: no module named {err.name} (is its folder on "
                             "PYTHONPATH?)") from None
         raise UserError(f"--reward_funcs {entry.text}: importing {entry.target} failed: {_one_line(err)}") from None

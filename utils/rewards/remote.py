@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
-from utils.errors import RunError, UserError
+from utils.errors import BatchFailed, UserError
 
 
-class RewardServerError(RunError):
+class RewardServerError(BatchFailed):
     """The reward server gave no usable rewards: the message names the URL, the attempts and the last cause."""
 
 

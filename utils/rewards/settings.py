@@ -11,13 +11,16 @@ from utils.rewards.builtin import make
 from utils.rewards.loading import parse_entry
 
 
-def _weight_count(args: argparse.Namespace) -> int:
-    """One weight per --reward_funcs entry, then one for the reward model's score when there is one."""
-    return len(args.reward_funcs) + bool(args.reward_model_name_or_path)
+def _weighted(args: argparse.Namespace) -> list[str]:
+    """What --reward_weights weighs, in order: each --reward_funcs entry, then the reward model's score when there is
+    one, then the reward server's when there is one."""
+    return ([f"the --reward_funcs entry {text}" for text in args.reward_funcs]
+            + ["the reward model's score"] * bool(args.reward_model_name_or_path)
+            + ["the reward server's"] * bool(args.reward_url))
 
 
 def _weights(args: argparse.Namespace) -> list[float]:
-    return [1.0] * _weight_count(args) if args.reward_weights is None else list(args.reward_weights)
+    return [1.0] * len(_weighted(args)) if args.reward_weights is None else list(args.reward_weights)
 
 
 def function_weights(args: argparse.Namespace) -> list[float]:
@@ -26,9 +29,16 @@ def function_weights(args: argparse.Namespace) -> list[float]:
 
 
 def reward_model_weight(args: argparse.Namespace) -> float:
-    """The weight of the reward model's score (the last --reward_weights value when a reward model is given)."""
+    """The weight of the reward model's score: the --reward_weights value after the functions' ones."""
     if not args.reward_model_name_or_path:
         raise ValueError("no reward model is given, so it has no weight")
+    return _weights(args)[len(args.reward_funcs)]
+
+
+def remote_weight(args: argparse.Namespace) -> float:
+    """The weight of --reward_url's rewards: the last --reward_weights value."""
+    if not args.reward_url:
+        raise ValueError("no reward server is given, so it has no weight")
     return _weights(args)[-1]
 
 
@@ -41,11 +51,17 @@ def check_reward_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--reward_funcs: two entries are called {twice[0]} "
                         f"({', '.join(e.text for e in entries if e.name == twice[0])}); each function's figures are "
                         "logged by its name, so give them different names")
-    expected = _weight_count(args)
-    if args.reward_weights is not None and len(args.reward_weights) != expected:
-        model = " and 1 for the reward model's score" if args.reward_model_name_or_path else ""
-        raise UserError(f"--reward_weights: {len(args.reward_weights)} weights given, {expected} expected: "
-                        f"{len(args.reward_funcs)} for the --reward_funcs entries{model}")
+    weighted = _weighted(args)
+    if args.reward_weights is not None and len(args.reward_weights) != len(weighted):
+        raise UserError(f"--reward_weights: {len(args.reward_weights)} weights given, {len(weighted)} expected, one "
+                        f"for each of: {'; '.join(weighted)}")
+    if args.reward_url and args.reward_model_name_or_path and args.reward_weights is None:
+        raise UserError("--reward_url and a reward model (--critic_model_name_or_path) both score every answer: say "
+                        "how to weigh them with --reward_weights (the reward model's weight, then the server's)")
+    if args.reward_normalization != "none" and (args.reward_funcs or args.reward_url):
+        raise UserError(f"--reward_normalization {args.reward_normalization} shapes a reward model's scores used "
+                        "alone; with --reward_funcs or --reward_url the reward is their weighted sum: set the "
+                        "weights instead")
     if not all(math.isfinite(w) for w in args.reward_weights or []):
         raise UserError(f"--reward_weights {' '.join(map(str, args.reward_weights))}: each weight must be finite")
     _check_builtin_settings(args, [e.target for e in entries if e.kind == "builtin"])
