@@ -284,10 +284,10 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     rollout.add_argument("--per_device_generation_batch_size", type=int, default=16,
                          help="Prompts per device in one rollout. Default: %(default)s")
     rollout.add_argument("--generation_batches", type=int, default=1,
-                         help="Rollouts sampled before training on them (PPO; 1 for RLOO and RAFT). Default: "
+                         help="Rollouts sampled before training on them (PPO and GRPO; 1 for the others). Default: "
                               "%(default)s")
     rollout.add_argument("--ppo_epochs", type=int, default=1,
-                         help="Passes over the sampled rollouts (PPO; 1 for RLOO and RAFT). Default: %(default)s")
+                         help="Passes over the sampled rollouts (PPO and GRPO; 1 for the others). Default: %(default)s")
     rollout.add_argument("--max_prompt_seq_len", type=int, default=256,
                          help="Longer prompts keep their last tokens. Default: %(default)s")
     rollout.add_argument("--max_answer_seq_len", type=int, default=256,
@@ -306,11 +306,14 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
 
     objective = parser.add_argument_group("objective")
     objective.add_argument("--kl_ctl", type=float, default=0.1,
-                           help="Weight of the summed log-ratio to the reference in the reward. Default: %(default)s")
+                           help="RLOO and PPO: the weight of the summed log-ratio to the reference in the reward; "
+                                "GRPO: beta, the weight of the k3 KL to the reference in the loss, per token. "
+                                "Default: %(default)s (0 under --algo grpo, as TRL's GRPOTrainer)")
     objective.add_argument("--clip_reward_value", type=float, default=5.0,
                            help="Clip the (normalized) reward model score to ±this. Default: %(default)s")
     objective.add_argument("--cliprange", type=float, default=0.2,
-                           help="PPO's ratio clip in the policy loss. Default: %(default)s")
+                           help="PPO and GRPO: the ratio clip in the policy loss (GRPO: below 1). Default: "
+                                "%(default)s")
     objective.add_argument("--cliprange_value", type=float, default=0.2,
                            help="PPO: clip the critic's new values to the old ±this in its loss. Default: %(default)s")
     objective.add_argument("--gamma", type=float, default=1.0, help="PPO: discount. Default: %(default)s")
@@ -324,6 +327,25 @@ def _rlhf_flags(parser: argparse.ArgumentParser) -> None:
     objective.add_argument("--raft_selection", choices=["per_prompt", "global"], default="per_prompt",
                            help="RAFT keeps each prompt's best answer, or the best 1/K of all answers (LMFlow). "
                                 "Default: %(default)s")
+    grpo = parser.add_argument_group("GRPO (--algo grpo): its --ppo_epochs passes take the ratio against the "
+                                     "log-probabilities recorded at sampling")
+    grpo.add_argument("--scale_rewards", choices=["group", "batch", "none"], default="group",
+                      help="Each advantage is the reward minus its group's mean, divided by the group's std (group), "
+                           "the std of all the step's rewards (batch), or nothing (none: Dr. GRPO, which does not "
+                           "weigh a prompt by how evenly its answers split). Default: %(default)s")
+    grpo.add_argument("--loss_type", choices=["grpo", "dapo", "dr_grpo", "bnpo"], default="dapo",
+                      help="How token losses add up: grpo, each answer's token mean, then the mean over answers "
+                           "(a long answer's tokens weigh less); dapo, the mean over all answer tokens of all "
+                           "processes; dr_grpo, their sum over answers x --max_answer_seq_len; bnpo, each process's "
+                           "own token mean. Default: %(default)s, as TRL's GRPOTrainer")
+    grpo.add_argument("--cliprange_high", type=float, default=None,
+                      help="The ratio clip above 1 (DAPO's clip-higher uses 0.28). Default: --cliprange")
+    grpo.add_argument("--filter_zero_variance_groups", action="store_true",
+                      help="Leave out of the loss the prompts whose K rewards are all equal (their advantages are 0; "
+                           "DAPO's dynamic sampling); counted in groups_dropped.")
+    grpo.add_argument("--mask_truncated_answers", action="store_true",
+                      help="Leave answers that reach --max_answer_seq_len without the EOS out of the loss; counted "
+                           "in answers_masked.")
     dpo = parser.add_argument_group("DPO (--algo dpo and online_dpo)")
     dpo.add_argument("--beta", type=float, default=0.1,
                      help="How far the policy may move from the reference: the implicit reward is beta * log(pi / "
@@ -410,9 +432,12 @@ def parse_flags(step: int, argv: list[str] | None = None) -> tuple[argparse.Name
     to log once the run's log is open. Imports nothing heavy, so that every mistake here is reported at once."""
     argv = sys.argv[1:] if argv is None else argv
     args = step_parser(step).parse_args(argv)
-    if step == 3:
-        check_flags(args)
     given = given_flags(step, argv)
+    if step == 3:
+        for name, value in ALGORITHMS[args.algo].defaults:  # an algorithm's own default, unless given
+            if name not in given:
+                setattr(args, name, value)
+        check_flags(args)
     warnings = _data_sources(args, step, given)
     run = f"step {step}" if step < 3 else args.algo
     unread = [name for name in given if run not in READ_BY.get(name, {run})]

@@ -36,6 +36,7 @@ class Algorithm:
     sampling_law: bool = False  # its ratios and KL are those of the sampling law: no top-k/top-p, no dropout
     whole_rollouts: bool = False  # each rollout trains as one micro-batch (PPO: one minibatch)
     critic: bool = False  # a critic initialised from the reward model, which reads the actor's token ids
+    defaults: tuple[tuple[str, object], ...] = ()  # its own defaults of shared flags, where not given
 
 
 def _sampling(args: argparse.Namespace) -> str:
@@ -83,9 +84,27 @@ def _check_online_dpo(args: argparse.Namespace) -> None:
                         "answers to a prompt, so it needs K >= 2")
 
 
-def _check_ppo(args: argparse.Namespace) -> None:
+def _check_passes(args: argparse.Namespace) -> None:
     if min(args.generation_batches, args.ppo_epochs) < 1:
         raise UserError("--generation_batches and --ppo_epochs must be at least 1")
+
+
+def _check_grpo(args: argparse.Namespace) -> None:
+    _check_passes(args)
+    if args.num_generations < 2:
+        raise UserError(f"--num_generations {args.num_generations}: GRPO's advantage is a reward against the other "
+                        "answers to the same prompt, so it needs K >= 2")
+    if args.cliprange_high is None:
+        args.cliprange_high = args.cliprange
+    if not 0 < args.cliprange < 1 or args.cliprange_high < args.cliprange:
+        raise UserError(f"--cliprange {args.cliprange} and --cliprange_high {args.cliprange_high}: the ratio is clipped "
+                        "to [1 - cliprange, 1 + cliprange_high], with 0 < cliprange < 1 and cliprange_high >= cliprange")
+    if args.kl_ctl < 0:
+        raise UserError(f"--kl_ctl {args.kl_ctl}: the weight of the KL in the loss is 0 or more")
+
+
+def _check_ppo(args: argparse.Namespace) -> None:
+    _check_passes(args)
     if not 0 <= args.lam <= 1 or not 0 <= args.gamma <= 1:
         raise UserError(f"--gamma {args.gamma} and --lam {args.lam} must lie between 0 and 1")
 
@@ -103,6 +122,15 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               reads=(*SAMPLING_FLAGS, *SCORE_FLAGS, "kl_ctl", "cliprange", "cliprange_value", "gamma", "lam",
                      "no_whiten_advantages", "generation_batches", "ppo_epochs", *CRITIC_FLAGS),
               card=_shaped, check=_check_ppo, sampling_law=True, whole_rollouts=True, critic=True),
+    Algorithm("grpo", "group-relative policy optimisation, each answer's reward against the other answers to its "
+                      "prompt (GRPO, DAPO or Dr. GRPO by --loss_type and --scale_rewards)",
+              "utils.objectives.grpo:GRPOObjective", "samples",
+              reads=(*SAMPLING_FLAGS, *SCORE_FLAGS, "kl_ctl", "cliprange", "cliprange_high", "scale_rewards",
+                     "loss_type", "filter_zero_variance_groups", "mask_truncated_answers", "generation_batches",
+                     "ppo_epochs"),
+              card=lambda args: f"grpo ({args.loss_type} loss, {args.scale_rewards} scaling), {_sampling(args)}, "
+                                f"beta {args.kl_ctl:g}, clip [{1 - args.cliprange:g}, {1 + args.cliprange_high:g}]",
+              check=_check_grpo, sampling_law=True, whole_rollouts=True, defaults=(("kl_ctl", 0.0),)),
     Algorithm("dpo", "DPO on the preference pairs of --data_path (step 2's share)",
               "utils.objectives.dpo:DPOObjective", "pairs",
               reads=(*PAIR_FLAGS, "top_k", "top_p", *DPO_FLAGS, "precompute_ref_log_probs"),

@@ -67,7 +67,7 @@ def check_flags(args: argparse.Namespace) -> None:
     if "ppo_epochs" not in algorithm.reads and (args.generation_batches != 1 or args.ppo_epochs != 1):
         raise UserError(f"--generation_batches and --ppo_epochs: --algo {args.algo} takes them as 1 here (RLOO and "
                         "RAFT: one update per rollout, DeepSpeed-Chat's stable setting); leave both at 1, or use "
-                        "--algo ppo")
+                        "--algo ppo or grpo")
     if min(args.max_prompt_seq_len, args.max_answer_seq_len, args.per_device_generation_batch_size) < 1:
         raise UserError("--max_prompt_seq_len, --max_answer_seq_len and --per_device_generation_batch_size must be "
                         "at least 1")
