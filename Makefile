@@ -32,7 +32,7 @@ demo-smollm2: $(VENV)/.installed  # optional: SmolLM2-135M-Instruct, shipped as 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests  # two workers (a file stays on one, sharing its fixtures); the slowest 25 listed, against the budget in docs/development.md
 
-bench: $(VENV)/.installed  # about 18 minutes on 2 idle cores, two model shapes; trl is an optional extra, installed here only
+bench: $(VENV)/.installed  # about 18 minutes on 2 idle cores, two model shapes; trl, pinned in benchmarks/requirements.txt as in requirements-dev.txt
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/reward_bench.py --out benchmarks/results/latest.json
 

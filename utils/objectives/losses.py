@@ -37,11 +37,16 @@ def kl_k1(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tens
     return ((log_probs - ref_log_probs) * mask).sum(dim=1)
 
 
-def kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per answer, the summed (r - 1) - log r with r = pi_ref / pi: never negative, so it shows drift that k1's
-    noise hides."""
+def k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per token, (r - 1) - log r with r = pi_ref / pi: never negative, and unbiased for KL(pi || pi_ref) when the
+    token is sampled from pi."""
     log_ratio = ref_log_probs - log_probs
-    return ((log_ratio.exp() - 1 - log_ratio) * mask).sum(dim=1)
+    return log_ratio.exp() - 1 - log_ratio
+
+
+def kl_k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per answer, the summed k3 over its actions: never negative, so it shows drift that k1's noise hides."""
+    return (k3(log_probs, ref_log_probs) * mask).sum(dim=1)
 
 
 def clipped_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
