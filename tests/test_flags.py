@@ -63,7 +63,7 @@ def test_a_given_flag_the_run_does_not_read_is_named_in_one_line():
     _, warnings = parse_flags(3, BASE[3] + ["--algo", "raft", "--kl_ctl", "0.2", "--beta=0.3", "--raft_selection",
                                             "global", "--add_eot_token", "--gamma", "0.9"])
     assert warnings[1:] == ["warning: this run (step 3, --algo raft) does not read --add_eot_token (read by step 1 "
-                            "and step 2), --kl_ctl (read by --algo rloo, ppo), --gamma (read by --algo ppo), --beta "
+                            "and step 2), --kl_ctl (read by --algo rloo, ppo, grpo), --gamma (read by --algo ppo), --beta "
                             "(read by --algo dpo, online_dpo)"]
     _, warnings = parse_flags(3, BASE[3] + ["--algo", "ppo", "--kl_ctl", "0.2", "--gamma", "0.9", "--cliprange",
                                             "0.1", "--critic_learning_rate", "1e-5", "--data_path", "synthetic"])
@@ -71,14 +71,14 @@ def test_a_given_flag_the_run_does_not_read_is_named_in_one_line():
     _, warnings = parse_flags(1, BASE[1] + ["--add_eot_token", "--compute_fp32_loss", "--data_path", "synthetic"])
     assert warnings == []
     _, warnings = parse_flags(3, BASE[3] + ["--algo", "online_dpo", "--cliprange", "0.1", "--data_path", "x"])
-    assert warnings == ["warning: this run (step 3, --algo online_dpo) does not read --cliprange (read by --algo ppo)"]
+    assert warnings == ["warning: this run (step 3, --algo online_dpo) does not read --cliprange (read by --algo ppo, grpo)"]
 
 
 def test_ignoring_normalization_under_online_dpo_would_change_the_run_so_it_is_refused():
     with pytest.raises(UserError, match="--reward_normalization z: online DPO pairs"):
         parse_flags(3, BASE[3] + ["--algo", "online_dpo", "--reward_normalization", "z"])
     _, warnings = parse_flags(3, BASE[3] + ["--algo", "dpo", "--reward_normalization", "z"])
-    assert "--reward_normalization (read by --algo rloo, raft, ppo)" in warnings[-1], "DPO's rewards only evaluate"
+    assert "--reward_normalization (read by --algo rloo, raft, ppo, grpo)" in warnings[-1], "DPO's rewards only evaluate"
 
 
 def test_the_rule_names_real_flags_and_runs():

@@ -256,4 +256,4 @@ def test_dpo_does_not_read_the_reward_flags():
     """--algo dpo scores no sampled answers: the flags are named as unread, not checked."""
     _, warnings = parse_flags(3, STEP3 + ["--algo", "dpo", "--reward_funcs", "flaw", "--reward_weights", "1"])
     assert warnings == ["warning: this run (step 3, --algo dpo) does not read --reward_funcs (read by --algo rloo, "
-                        "raft, ppo, online_dpo), --reward_weights (read by --algo rloo, raft, ppo, online_dpo)"]
+                        "raft, ppo, grpo, online_dpo), --reward_weights (read by --algo rloo, raft, ppo, grpo, online_dpo)"]
