@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
-from conftest import CPU_ENV, ROOT, free_port, main_exits
+from conftest import CPU_ENV, ROOT, free_port, main_exits, read_metrics, rlhf_args, run_step3
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from utils.data.formatting import format_text
@@ -204,3 +204,22 @@ def test_client_refuses_a_malformed_reply_without_retrying(body, cause):
 def test_client_refuses_a_url_without_a_scheme():
     with pytest.raises(UserError, match="--reward_url 'localhost:5000': give an http:// or https:// URL"):
         RemoteReward("localhost:5000")
+
+
+def test_step3_stops_with_a_checkpoint_when_the_server_dies_and_resumes_when_it_is_back(actor_dir, tmp_path):
+    """The server answers the step-0 evaluation (sampled and greedy) and the first rollout, then fails: the run saves
+    the checkpoint of step 1 at the second batch's start and exits 3 naming the URL; the resumed run, against a
+    server that answers, samples that batch again and ends with every step once."""
+    letters = (200, lambda request: {"rewards": [float(q.count("e")) for q in request["query"]]}, 0)
+    args = [str(a) for a in rlhf_args(actor_dir, "unused", tmp_path / "run", "--data_path", "synthetic:40",
+                                      "--reward_retries", 0)]
+    at = args.index("--critic_model_name_or_path")
+    args = args[:at] + args[at + 2:]  # the server is the only reward
+    with fake_server(letters, letters, letters, (500, b"out of memory", 0)) as (url, seen):
+        died = run_step3(args + ["--reward_url", url], check=False)
+    assert died.returncode == 3 and len(seen) == 4, died.stderr[-2000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "step1"
+    assert f"error: reward server {url}" in died.stderr and f"checkpoint saved in {checkpoint}" in died.stderr
+    with fake_server(letters) as (url, seen):
+        run_step3(args + ["--reward_url", url, "--resume"])
+    assert [m["step"] for m in read_metrics(tmp_path / "run") if m["split"] == "train"] == list(range(1, 11))
