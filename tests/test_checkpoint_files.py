@@ -44,6 +44,8 @@ def test_a_step3_checkpoint_resumes_only_with_the_same_algorithm_and_k(tmp_path)
         find_checkpoint(_args(tmp_path, algo="raft", num_generations=4))
     with pytest.raises(UserError, match="written with num generations 4, this run has 8"):
         find_checkpoint(_args(tmp_path, algo="rloo", num_generations=8))
+    with pytest.raises(UserError, match=r"written with reward funcs \[\], this run has \['math_answer'\]"):
+        find_checkpoint(_args(tmp_path, algo="rloo", num_generations=4, reward_funcs=["math_answer"]))
 
 
 def test_rotation_keeps_the_newest_written_and_latest_names_the_last(tmp_path):

@@ -38,8 +38,12 @@ def _setup(args: argparse.Namespace) -> dict[str, int | str]:
     how the rollouts are sampled and learned from depend on it."""
     setup = {"world_size": dist.world_size(), "per_device_train_batch_size": args.per_device_train_batch_size,
              "gradient_accumulation_steps": args.gradient_accumulation_steps, "zero_stage": args.zero_stage}
-    step3 = ("algo", "num_generations", "generation_batches", "ppo_epochs", "prompts_per_iteration")
+    step3 = ("algo", "num_generations", "generation_batches", "ppo_epochs", "prompts_per_iteration", "reward_funcs",
+             "reward_weights")
     return setup | {key: getattr(args, key) for key in step3 if hasattr(args, key)}
+
+
+_SINCE = {"reward_funcs": [], "reward_weights": None}  # what a checkpoint written before these keys were saved had
 
 
 def _complete(root: Path) -> list[Path]:
@@ -101,8 +105,9 @@ def find_checkpoint(args: argparse.Namespace) -> tuple[Path, Position] | None:
         return None
     saved = json.loads((path / POSITION).read_text())
     for key, now in _setup(args).items():
-        if saved.get(key) != now:
-            raise UserError(f"cannot resume from {path}: it was written with {key.replace('_', ' ')} {saved.get(key)}, "
+        then = saved.get(key, _SINCE.get(key))
+        if then != now:
+            raise UserError(f"cannot resume from {path}: it was written with {key.replace('_', ' ')} {then}, "
                             f"this run has {now}; resume with the same value (the data position, the ZeRO "
                             "partitions and the rollouts depend on it)")
     return path, Position(**{k: saved[k] for k in ("step", "micro_batches", "skipped_losses")})
