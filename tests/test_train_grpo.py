@@ -60,7 +60,8 @@ def test_zero_variance_groups_are_dropped_and_counted_and_accuracy_is_evaluated(
     assert final["accuracy_after"] == final["accuracy"] == final["full_marks_math_answer"]
     assert 0 <= final["accuracy_before"] <= 1 and {"greedy_accuracy_before", "greedy_accuracy_after"} <= final.keys()
     samples = [json.loads(line) for line in (tmp_path / "dropped" / "samples.jsonl").read_text().splitlines()]
-    assert all(s["math_answer"] in (0.0, 1.0) and s["greedy_math_answer"] in (0.0, 1.0) for s in samples)
+    assert all(s["reward_math_answer"] in (0.0, 1.0) and s["greedy_reward_math_answer"] in (0.0, 1.0)
+               for s in samples)
 
 
 def test_several_passes_take_the_ratio_against_the_sampling_policy(actor_dir, tmp_path):

@@ -71,9 +71,9 @@ def _check_figures(merged: dict[str, list], names: list[str]) -> dict[str, float
     `greedy_accuracy`: the shares math_answer marks right."""
     if not names:
         return {}
-    figures = RewardFunctions.stats({name: merged[name] for name in names})
-    figures |= {f"greedy_{key}": value
-                for key, value in RewardFunctions.stats({name: merged[f"greedy_{name}"] for name in names}).items()}
+    figures = RewardFunctions.stats({name: merged[f"reward_{name}"] for name in names})
+    figures |= {f"greedy_{key}": value for key, value in
+                RewardFunctions.stats({name: merged[f"greedy_reward_{name}"] for name in names}).items()}
     if "full_marks_math_answer" in figures:
         figures["accuracy"] = figures["full_marks_math_answer"]
         figures["greedy_accuracy"] = figures["greedy_full_marks_math_answer"]
@@ -233,7 +233,7 @@ class PolicyObjective(Objective):
                  "sampled_reward": sampled_stats["_scores"].tolist(), "greedy_reward": greedy_stats["_scores"].tolist(),
                  "length": sampled.lengths.tolist(), "ended": sampled.ended.tolist()}
         for name, values in sampled_stats["_functions"].items():  # each reward function's value of each answer
-            local[name], local[f"greedy_{name}"] = values, greedy_stats["_functions"][name]
+            local[f"reward_{name}"], local[f"greedy_reward_{name}"] = values, greedy_stats["_functions"][name]
         if self.reference is not None:  # DPO with precomputed reference log-probs has freed its reference
             ref_log_probs, _ = token_log_probs(self.reference, sampled, self.args.temperature)
             log_probs, _ = token_log_probs(module, sampled, self.args.temperature)
