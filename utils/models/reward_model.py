@@ -106,25 +106,38 @@ def load_trained_reward_model(model_dir: str, dtype: torch.dtype = torch.float32
     return model.eval(), loaded, False
 
 
-@torch.no_grad()
 def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int
                 ) -> tuple[list[float], list[int]]:
     """Each text's score, as pipeline() gives it, and its token count: the one scorer of rw_eval.py and step 3's
-    rollouts. Texts are batched by length, so padding stays rare; a tokenizer without a pad token scores one text at
-    a time, as the model's pooling needs a pad id to find the end."""
-    if tokenizer.pad_token is None:
+    rollouts."""
+    ids = tokenizer(texts)["input_ids"]
+    return score_sequences(model, ids, batch_size), [len(seq) for seq in ids]
+
+
+@torch.no_grad()
+def score_sequences(model: PreTrainedModel, sequences: list[list[int]], batch_size: int) -> list[float]:
+    """Each token-id sequence's score through the model's own pooling, as pipeline() scores its text. Sequences are
+    batched by length and right-padded with config.pad_token_id, so padding stays rare and positions start at 0; a
+    model without a pad id scores one at a time, as its pooling needs one to find the end."""
+    pad = model.config.pad_token_id
+    if pad is None:
         batch_size = 1
     device = dist.input_device(model)
-    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
-    scores = [0.0] * len(texts)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores = [0.0] * len(sequences)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     # under ZeRO-3, keep step with the processes that have more texts, with spare forwards whose scores are dropped
     spare = dist.max_across_ranks(len(batches)) - len(batches) if dist.gathers_layers(model) else 0
     for batch in tqdm(batches, desc="scoring", disable=not sys.stderr.isatty() or len(batches) < 2):
-        enc = tokenizer([texts[i] for i in batch], padding=True, return_tensors="pt").to(device)
-        for i, value in zip(batch, model(**enc).logits[:, 0].float().tolist()):
+        width = max(len(sequences[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            mask[row, :len(sequences[i])] = 1
+        for i, value in zip(batch, model(input_ids=ids.to(device), attention_mask=mask.to(device)
+                                         ).logits[:, 0].float().tolist()):
             scores[i] = value
     for _ in range(spare):
-        model(input_ids=torch.full((1, 1), tokenizer.pad_token_id or 0, device=device))
-    return scores, lengths
+        model(input_ids=torch.full((1, 1), pad or 0, device=device))
+    return scores

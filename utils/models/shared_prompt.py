@@ -5,13 +5,18 @@ and itself only (causally), and each rest's positions continue from the prefix, 
 would see in its own sequence: the logits, the loss and the gradients equal the K-sequence computation. Step 2 puts
 a pair's chosen and rejected answers in one row, with the longest common token prefix of the two sequences as the
 prefix, so it is exact whatever the tokenizer did at the prompt/answer border, and each answer keeps at least its
-last (scored) token. Step 3 puts a prompt's K sampled answers in one row.
+last (scored) token. Step 3 puts a prompt's K sampled answers in one row, and rw_eval.py --benchmark an item's
+answers.
 """
 from __future__ import annotations
 
 import torch
+from transformers import PreTrainedModel
 
-from utils.models.reward_model import score_positions
+from utils import distributed as dist
+from utils.models.reward_model import RewardModel, score_positions
+
+SHARED_SCORING = {"opt", "llama"}  # causal reward models whose shared rows are tested against pipeline()
 
 
 def shared_length(*sequences: list[int]) -> int:
@@ -73,3 +78,43 @@ def collate_shared_prompt(pairs: list[dict[str, list[int]]], pad_id: int) -> dic
                                   num_padding_at_beginning=0).view(len(pairs), 2)
     return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
             "score_index": score_index, "num_tokens": torch.tensor(sum(used))}
+
+
+def can_share_rows(model: PreTrainedModel, sequences: list[list[int]]) -> bool:
+    """Whether scoring `sequences` in shared rows is exact and tested: not for a family outside SHARED_SCORING (a
+    bidirectional encoder cannot share a prefix), a model under ZeRO-3 (every process must make the same calls), or
+    a sequence holding the pad id (pipeline() would read before it)."""
+    pad = model.config.pad_token_id
+    return (not dist.gathers_layers(model) and model.config.model_type in SHARED_SCORING and pad is not None
+            and not any(pad in ids for ids in sequences))
+
+
+@torch.no_grad()
+def shared_row_scores(model: PreTrainedModel, groups: list[list[list[int]]], batch_size: int) -> list[list[float]]:
+    """Each group's sequences scored in one row `[common start, rest_1, ..., rest_K]`, read at each sequence's last
+    token, which is where pipeline() reads it. A batch holds whole groups, up to batch_size sequences (one group at
+    least). Use where can_share_rows says so."""
+    rows, ends = [], []
+    for group in groups:
+        n = shared_length(*group)
+        rows.append((group[0][:n], [ids[n:] for ids in group]))
+        end, last = n, []
+        for ids in group:  # each sequence's last token: after the common start and the rests before its own
+            end += len(ids) - n
+            last.append(end - 1)
+        ends.append(last)
+    scorer, device, pad = RewardModel(model), dist.input_device(model), model.config.pad_token_id
+    scores, first = [], 0
+    while first < len(groups):
+        stop, size = first + 1, len(groups[first])
+        while stop < len(groups) and size + len(groups[stop]) <= batch_size:
+            size += len(groups[stop])
+            stop += 1
+        ids, positions, mask = (t.to(device) for t in shared_rows(rows[first:stop], pad))
+        which = [(row, end) for row in range(stop - first) for end in ends[first + row]]
+        values = scorer(ids, mask, positions).float()[[r for r, _ in which], [e for _, e in which]].tolist()
+        for group in groups[first:stop]:
+            scores.append(values[:len(group)])
+            values = values[len(group):]
+        first = stop
+    return scores

@@ -21,10 +21,8 @@ from utils import distributed as dist
 from utils.data.formatting import format_text
 from utils.data.sources import Row
 from utils.models.loading import additive_mask
-from utils.models.reward_model import RewardModel, score_texts
-from utils.models.shared_prompt import shared_length, shared_rows
-
-SHARED_SCORING = {"opt", "llama"}  # causal reward models whose shared rows are tested against pipeline()
+from utils.models.reward_model import score_texts
+from utils.models.shared_prompt import can_share_rows, shared_row_scores, shared_rows
 
 
 @dataclass
@@ -244,29 +242,10 @@ def reward_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTok
 def shared_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, texts: list[str], k: int,
                   batch_size: int) -> torch.Tensor | None:
     """Each text's score from rows `[common start, rest_1, ..., rest_K]` over each group of K texts, read at each
-    text's last token, which is where pipeline() reads it. None where that is not exact or not tested: a family
-    outside SHARED_SCORING (a bidirectional encoder cannot share a prefix), a model under ZeRO-3 (every process must
-    make the same calls), or a text holding the pad id (pipeline() would read before it)."""
-    if dist.gathers_layers(reward_model) or reward_model.config.model_type not in SHARED_SCORING:
-        return None
-    pad = reward_model.config.pad_token_id
+    text's last token, which is where pipeline() reads it; None where that is not exact or not tested
+    (can_share_rows)."""
     encoded = reward_tokenizer(texts)["input_ids"]
-    if pad is None or any(pad in ids for ids in encoded):
+    if not can_share_rows(reward_model, encoded):
         return None
-    rows, ends = [], []
-    for first in range(0, len(encoded), k):
-        group = encoded[first:first + k]
-        n = shared_length(*group)
-        rows.append((group[0][:n], [ids[n:] for ids in group]))
-        end = n
-        for ids in group:  # each text's last token: after the common start and the rests before its own
-            end += len(ids) - n
-            ends.append(end - 1)
-    scorer, device, per_batch = RewardModel(reward_model), dist.input_device(reward_model), max(1, batch_size // k)
-    scores = []
-    with torch.no_grad():
-        for first in range(0, len(rows), per_batch):
-            ids, positions, mask = (t.to(device) for t in shared_rows(rows[first:first + per_batch], pad))
-            index = torch.tensor(ends[first * k:(first + per_batch) * k], device=device).view(-1, k)
-            scores.append(scorer(ids, mask, positions).float().gather(1, index).flatten().cpu())
-    return torch.cat(scores)
+    groups = [encoded[first:first + k] for first in range(0, len(encoded), k)]
+    return torch.tensor([score for group in shared_row_scores(reward_model, groups, batch_size) for score in group])
