@@ -4,6 +4,8 @@
     python rw_eval.py --model_name_or_path DIR --prompt P --answer A [--prompt P2 --answer A2 ...] [--output F]
     python rw_eval.py --model_name_or_path DIR --input rows.jsonl --output scores.json    # rows: prompt, answer
     python rw_eval.py --model_name_or_path DIR --data_path pairs.jsonl [--write_normalization] [--check_pipeline]
+    python rw_eval.py --model_name_or_path DIR --data_path items.jsonl --benchmark rewardbench|best_of_n \
+        [--compare_with OTHER_DIR] [--time_pipeline]                 # RewardBench's figures; best-of-N sets
     python rw_eval.py --model_name_or_path DIR --serve [--port 5000] [--host 127.0.0.1]    # a remote reward server
 
 Texts are formatted with --template by the training formatter, so any Hugging Face sequence-classification reward
@@ -14,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from utils.data.formatting import format_text
-from utils.data.sources import SOURCES_HELP, Row
+from utils.data.formatting import TEMPLATES, format_text
+from utils.data.sources import BENCHMARK_FIELDS, SOURCES_HELP, Row
 from utils.data.splits import DataSpec, column_map, load_eval_rows
 from utils.errors import UserError, exit_on_error
 from utils.flags import reading_flags
+
+if TYPE_CHECKING:
+    from utils.evaluation.scoring import RewardScorer
 
 # A prompt, a good answer and a bad one: a trained reward model should score the good one higher.
 EXAMPLES = [
@@ -45,14 +50,36 @@ def _parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("pairwise evaluation")
     data.add_argument("--data_path", nargs="*", default=[], help=SOURCES_HELP)
     reading_flags(data, eval_help="Default: the source's test or validation split, or else all of its rows.")
-    data.add_argument("--plot", default="reward_histogram.png",
-                      help="With --data_path: the histogram of chosen and rejected scores. Default: %(default)s")
+    data.add_argument("--plot", default=None,
+                      help="With --data_path: the histogram of chosen and rejected scores (default: "
+                           "reward_histogram.png), or with --benchmark the accuracy of each subset (default: "
+                           "benchmark_accuracy.png).")
     data.add_argument("--top_k", type=int, default=5, help="How many highest and lowest scored texts to show.")
     data.add_argument("--write_normalization", action="store_true",
                       help="Store the fitted normalization constants in the model directory's config.json.")
     data.add_argument("--check_pipeline", action="store_true",
                       help="Re-score a sample through transformers.pipeline and fail on any difference over 1e-4.")
     data.add_argument("--check_samples", type=int, default=32, help="Texts re-scored by --check_pipeline.")
+    bench = parser.add_argument_group("benchmarks (docs/rw_eval.md#benchmarks); --data_path holds the items")
+    bench.add_argument("--benchmark", choices=["rewardbench", "best_of_n"],
+                       help="rewardbench: prompt, chosen, rejected and subset fields; per-subset accuracy, "
+                            "RewardBench's section scores and overall score. best_of_n: one chosen answer and a list "
+                            "of rejected ones per prompt (RewardBench 2's layout); right when chosen beats them all.")
+    bench.add_argument("--compare_with", help="A second reward model, scored on the same items: both accuracies, "
+                                              "the items only one gets right, McNemar's p-value.")
+    bench.add_argument("--compare_template", choices=sorted(TEMPLATES),
+                       help="The --compare_with model's template. Default: --template.")
+    bench.add_argument("--max_seq_len", type=int, default=512,
+                       help="Longest tokenized text; a longer item's prompt is cut from the left, as step 2 cuts "
+                            "it. Default: %(default)s")
+    bench.add_argument("--overlength", choices=["truncate", "drop"], default="truncate",
+                       help="Items over --max_seq_len: cut the prompt, or leave the item out. Either way they are "
+                            "counted and named. Default: %(default)s")
+    bench.add_argument("--no_shared_prompt", action="store_true",
+                       help="Score each answer as a sequence of its own, not an item's answers in one row.")
+    bench.add_argument("--time_pipeline", action="store_true",
+                       help="Also score every item with a plain pipeline() loop, one text at a time, and report both "
+                            "speeds in items/s and the largest score difference.")
     serving = parser.add_argument_group("serving (OpenRLHF's remote reward protocol, for step 3's --reward_url)")
     serving.add_argument("--serve", action="store_true",
                          help='Answer POST {"query": [texts], ...} on any path with {"rewards": [scores]}.')
@@ -82,6 +109,41 @@ def _ad_hoc_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     return rows
 
 
+def _check_benchmark_flags(args: argparse.Namespace) -> None:
+    """The benchmark flags' mistakes, before any model loads."""
+    if args.benchmark is None:
+        given = [flag for flag, value in (("--compare_with", args.compare_with),
+                                          ("--compare_template", args.compare_template),
+                                          ("--no_shared_prompt", args.no_shared_prompt),
+                                          ("--time_pipeline", args.time_pipeline)) if value]
+        if given:
+            raise UserError(f"{', '.join(given)} go with --benchmark rewardbench or best_of_n")
+        return
+    if not args.data_path:
+        raise UserError(f"--benchmark {args.benchmark} scores the items of --data_path: give it a file or dataset")
+    if args.prompt or args.input or args.write_normalization:
+        raise UserError("--benchmark scores the items of --data_path: drop --prompt, --input and "
+                        "--write_normalization")
+    if args.time_pipeline and args.dtype != "fp32":
+        raise UserError("--time_pipeline compares with pipeline() in fp32: use --dtype fp32")
+
+
+def _benchmark(args: argparse.Namespace, scorer: RewardScorer, device: str) -> None:
+    from utils.evaluation.benchmark_report import run_benchmark
+    from utils.evaluation.scoring import RewardScorer
+
+    args.plot = args.plot or "benchmark_accuracy.png"
+    spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args), on_bad_row=args.on_bad_row,
+                    fields=BENCHMARK_FIELDS, answer_lists=("chosen", "rejected") if args.benchmark == "best_of_n"
+                    else ())
+    rows, skipped = _read(spec)
+    scorers, templates = [scorer], [args.template]
+    if args.compare_with:
+        scorers.append(RewardScorer(args.compare_with, args.dtype, device))
+        templates.append(args.compare_template or args.template)
+    run_benchmark(scorers, templates, rows, args, skipped)
+
+
 @exit_on_error
 def main() -> None:
     args = _parser().parse_args()
@@ -89,12 +151,14 @@ def main() -> None:
         raise UserError(f"got {len(args.prompt)} --prompt and {len(args.answer)} --answer: give one answer per prompt")
     if args.serve:
         given = {"--prompt": args.prompt, "--input": args.input, "--data_path": args.data_path, "--output": args.output,
-                 "--check_pipeline": args.check_pipeline, "--write_normalization": args.write_normalization}
+                 "--check_pipeline": args.check_pipeline, "--write_normalization": args.write_normalization,
+                 "--benchmark": args.benchmark}
         if any(given.values()):
             raise UserError(f"--serve scores the texts its clients send: drop "
                             f"{', '.join(flag for flag, value in given.items() if value)}")
     if args.check_pipeline and args.dtype != "fp32":
         raise UserError("--check_pipeline compares fp32 scores: use --dtype fp32")
+    _check_benchmark_flags(args)
     import torch  # after the flags: --help and their mistakes answer at once
 
     from utils.evaluation.reward_report import NORMALIZATION_KEY, evaluate_pairs, print_scores
@@ -111,7 +175,11 @@ def main() -> None:
 
         serve(scorer, args.host, args.port, args.batch_size)
         return
+    if args.benchmark:
+        _benchmark(args, scorer, device)
+        return
     if args.data_path:
+        args.plot = args.plot or "reward_histogram.png"
         spec = DataSpec(args.data_path, eval_split=args.eval_split, columns=column_map(args),
                         on_bad_row=args.on_bad_row)
         rows, skipped = _read(spec)

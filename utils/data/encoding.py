@@ -89,6 +89,25 @@ def encode_pairs(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: 
     return out, report
 
 
+def encode_answer_sets(rows: list[Row], tokenizer: PreTrainedTokenizerBase, template: str, max_seq_len: int,
+                       overlength: str) -> tuple[list[list[list[int]] | None], list[bool]]:
+    """Token ids of each row's answers, its chosen first, then its rejected (each one answer or a list of them),
+    cut to max_seq_len as step 2 cuts a pair: the same prompt tokens go from every answer's text. None for a row that
+    cannot or may not be cut (--overlength drop); and whether each row was cut."""
+    report = EncodeReport("items")
+    out, cut = [], []
+    for row in rows:
+        prompt_text = format_prompt(row["prompt"], template, tokenizer)
+        answers = [a for name in ("chosen", "rejected") for a in (row[name] if isinstance(row[name], list)
+                                                                  else [row[name]])]
+        encoded = [_encode(tokenizer, prompt_text, format_text(row["prompt"], a, template, tokenizer)) for a in answers]
+        seqs = [ids for ids, _, _ in encoded]
+        fitted = _fit(seqs, min(end for _, end, _ in encoded), encoded[0][2], max_seq_len, overlength, report)
+        out.append(fitted)
+        cut.append(fitted is not None and len(fitted[0]) < len(seqs[0]))
+    return out, cut
+
+
 def _with_eos(ids: list[int], prompt_end: int, eos_id: int) -> list[int]:
     """A causal LM's text ends with the EOS id, which it learns to write; a chat template may have written it."""
     return ids if eos_id in ids[prompt_end:] else ids + [eos_id]

@@ -24,6 +24,7 @@ from utils.errors import UserError
 FIELDS = ("prompt", "chosen", "rejected")
 SFT_FIELDS = ("prompt", "chosen")  # step 1 trains on the prompt and the chosen answer; a rejected field is ignored
 PROMPT_FIELDS = ("prompt",)  # step 3: a prompt, and every other column of its record beside it
+BENCHMARK_FIELDS = ("prompt", "chosen", "rejected", "subset")  # rw_eval.py --benchmark; a row keeps its id too
 SYNTHETIC_DEFAULT_SIZE = 4000
 ASSISTANT = "\n\nAssistant:"
 SOURCES_HELP = (
@@ -60,6 +61,7 @@ class RowChecker:
 
     on_bad_row: str = "error"
     columns: dict[str, str] = field(default_factory=dict)  # our field name -> the source's column name
+    answer_lists: tuple[str, ...] = ()  # fields that hold a list of answers (best-of-N's rejected), or one answer
     kinds: Counter[str] = field(default_factory=Counter)  # skipped rows by kind: 'not JSON', 'mistyped field', ...
     examples: list[str] = field(default_factory=list)
 
@@ -146,6 +148,15 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
             return None
     for name in fields:
         value, column = values[name], checker.column(name)
+        if name in checker.answer_lists:
+            values[name] = value = [value] if isinstance(value, str) else value
+            if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+                continue
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                checker.bad(where, "empty field", f"field '{column}' is empty or holds an empty answer")
+            else:
+                checker.bad(where, "mistyped field", f"field '{column}' must be an answer or a list of answers")
+            return None
         if value is None:
             checker.bad(where, "missing field", f"field '{column}' is missing")
         elif name == "prompt" and _is_messages(value):
@@ -158,6 +169,8 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
             continue
         return None
     row = {name: values[name] for name in fields}
+    if fields == BENCHMARK_FIELDS:  # its name in the benchmark's reports: its id, else where it was read
+        row["id"] = record["id"] if isinstance(record.get("id"), (str, int)) else where
     if fields != PROMPT_FIELDS:
         return row
     if None in record:  # csv.DictReader's key for values beyond the header's columns

@@ -29,6 +29,7 @@ class DataSpec:
     eval_split: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     on_bad_row: str = "error"
+    answer_lists: tuple[str, ...] = ()  # fields that may hold several answers (RowChecker.answer_lists)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, phase: int, fields: tuple[str, ...]) -> DataSpec:
@@ -208,7 +209,7 @@ def _eval_source(name: str, spec: DataSpec, checker: RowChecker, report: DataRep
 def load_eval_rows(spec: DataSpec) -> tuple[list[Row], DataReport]:
     """Rows to evaluate a trained model on (rw_eval.py): each of spec.data_path read as an eval source."""
     report = DataReport()
-    checker = RowChecker(spec.on_bad_row, spec.columns)
+    checker = RowChecker(spec.on_bad_row, spec.columns, spec.answer_lists)
     rows = _drop_identical([r for name in spec.data_path for r in _eval_source(name, spec, checker, report)], report)
     report.take_bad_rows(checker)
     if not rows:
