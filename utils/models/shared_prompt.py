@@ -41,17 +41,18 @@ def shared_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1, 1)  # a pad sees itself: no empty softmax row
+    causal = torch.ones(width, width, dtype=torch.bool).tril()  # built once: its corners are every block's mask
     for row, (prefix, rests) in enumerate(rows):
         n = start = len(prefix)
         input_ids[row, :n] = torch.tensor(prefix, dtype=torch.long)
         position_ids[row, :n] = torch.arange(n)
-        mask[row, 0, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        mask[row, 0, :n, :n] = causal[:n, :n]
         for rest in rests:
             end = start + len(rest)
             input_ids[row, start:end] = torch.tensor(rest, dtype=torch.long)
             position_ids[row, start:end] = torch.arange(n, n + len(rest))
             mask[row, 0, start:end, :n] = True
-            mask[row, 0, start:end, start:end] = torch.ones(len(rest), len(rest), dtype=torch.bool).tril()
+            mask[row, 0, start:end, start:end] = causal[:len(rest), :len(rest)]
             start = end
     return input_ids, position_ids, mask
 
