@@ -188,7 +188,8 @@ def run_benchmark(scorers: list[RewardScorer], templates: list[str], rows: list[
     print(f"{TITLES[args.benchmark]}: {len(keep)} items; ties within {TIE:g} count as wrong; "
           f"scored {runs[0].layout}")
     print("\n".join(table(args.benchmark, results, comparison)))
-    print("\n".join(_notes(results, comparison, dropped, several, args.max_seq_len)))
+    for line in _notes(results, comparison, dropped, several, args.max_seq_len):
+        print(line)
     section = {"name": args.benchmark, "tie_tolerance": TIE, "items": len(keep), "max_seq_len": args.max_seq_len,
                "left_out": {"several_chosen": several, "over_max_seq_len": dropped}, "models": results}
     if comparison:

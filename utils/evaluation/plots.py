@@ -65,16 +65,16 @@ def subset_accuracy_bars(subsets: list[str], accuracies: dict[str, list[float]],
                          ) -> Path:
     """Each subset's accuracy as a horizontal bar, one bar per model: where one model falls behind shows at once."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.3 * len(subsets) * len(accuracies)), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 2 + 0.3 * len(subsets) * len(accuracies)), dpi=120)
     height = 0.8 / len(accuracies)
     for i, (label, values) in enumerate(accuracies.items()):
         ax.barh([y + i * height for y in range(len(subsets))], values, height=height, label=label)
     ax.set_yticks([y + height * (len(accuracies) - 1) / 2 for y in range(len(subsets))], subsets)
     ax.invert_yaxis()
-    ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy (ties wrong)")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(subsets)), ncol=len(accuracies),
+              frameon=False)
     fig.tight_layout()
     return _save(fig, path)
