@@ -96,9 +96,11 @@ def test_best_of_n_file_by_hand(tmp_path):
              "subset": subset, "id": f"q{i}"} for i, (subset, s) in enumerate(items)]
     rows[-1] |= {"chosen": "A4", "rejected": ["R4.0"]}  # one answer as a string: a list of one
     bad = [{"prompt": "Q", "chosen": ["A"], "rejected": ["R", 3], "subset": "Math"},
-           {"prompt": "Q", "chosen": ["A"], "rejected": [], "subset": "Math"}]
+           {"prompt": "Q", "chosen": ["A"], "rejected": [], "subset": "Math"},
+           {"prompt": "Q", "chosen": ["A"], "subset": "Math"}]
     read, report = _read(write_jsonl(tmp_path / "bon.jsonl", rows + bad), best_of_n=True, on_bad_row="skip")
-    assert report.bad_row_kinds == {"empty field": 1, "mistyped field": 1} and len(read) == len(items)
+    assert report.bad_row_kinds == {"empty field": 1, "missing field": 1, "mistyped field": 1}
+    assert len(read) == len(items)
     assert read[-1]["chosen"] == ["A4"] and read[0]["rejected"] == ["R0.0", "R0.1", "R0.2"]
     result = figures("best_of_n", [r["subset"] for r in read], [r["id"] for r in read], [s for _, s in items])
     assert result["subsets"]["Focus"] == {"items": 3, "right": 1, "ties": ["q2"], "accuracy": 1 / 3}

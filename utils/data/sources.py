@@ -148,7 +148,7 @@ def to_row(record: object, where: str, fields: tuple[str, ...], checker: RowChec
             return None
     for name in fields:
         value, column = values[name], checker.column(name)
-        if name in checker.answer_lists:
+        if name in checker.answer_lists and value is not None:
             values[name] = value = [value] if isinstance(value, str) else value
             if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
                 continue

@@ -83,11 +83,11 @@ def table(mode: str, results: list[dict[str, Any]], comparison: dict[str, Any] |
     lines.append(_row("", "items", names, extra))
 
     def subset_line(subset: str) -> str:
-        figures = [_figure(r["subsets"][subset]["accuracy"]) for r in results]
+        values = [_figure(r["subsets"][subset]["accuracy"]) for r in results]
         if not comparison:
-            return _row("  " + subset, str(results[0]["subsets"][subset]["items"]), figures)
+            return _row("  " + subset, str(results[0]["subsets"][subset]["items"]), values)
         c = comparison["subsets"][subset]
-        return _row("  " + subset, str(c["items"]), figures,
+        return _row("  " + subset, str(c["items"]), values,
                     f"{len(c['only_a']):>8}{len(c['only_b']):>8}{c['p_value']:>9.4f}")
 
     subsets = list(results[0]["subsets"])
@@ -165,6 +165,14 @@ def _speed(run: ModelRun, rows: list[Row], keep: list[int]) -> dict[str, Any]:
             "largest_difference": max((abs(a - b) for a, b in zip(ours, theirs)), default=None)}
 
 
+def _check_pipeline(run: ModelRun, rows: list[Row], items: list[int]) -> None:
+    """pipeline()'s scores of these items' texts against ours: an error over 1e-4 (RewardScorer.check_pipeline)."""
+    texts = [format_text(rows[i]["prompt"], a, run.template, run.scorer.tokenizer)
+             for i in items for a in rows[i]["chosen"] + rows[i]["rejected"]]
+    worst = run.scorer.check_pipeline(texts, [s for i in items for s in run.scores[i]])
+    print(f"pipeline() parity: {len(texts)} texts of {len(items)} items, largest difference {worst:.2e}")
+
+
 def run_benchmark(scorers: list[RewardScorer], templates: list[str], rows: list[Row], args: argparse.Namespace,
                   skipped: dict[str, Any]) -> dict[str, Any]:
     """Score the items with each model, print the table and the notes, and write the JSON and the plot."""
@@ -195,11 +203,7 @@ def run_benchmark(scorers: list[RewardScorer], templates: list[str], rows: list[
     if comparison:
         section["comparison"] = comparison
     if args.check_pipeline:
-        uncut = [i for i in keep if not runs[0].cut[i]][:args.check_samples]
-        texts = [format_text(rows[i]["prompt"], a, templates[0], scorers[0].tokenizer)
-                 for i in uncut for a in rows[i]["chosen"] + rows[i]["rejected"]]
-        worst = scorers[0].check_pipeline(texts, [s for i in uncut for s in runs[0].scores[i]])
-        print(f"pipeline() parity: {len(texts)} texts of {len(uncut)} items, largest difference {worst:.2e}")
+        _check_pipeline(runs[0], rows, [i for i in keep if not runs[0].cut[i]][:args.check_samples])
     if args.time_pipeline:
         section["speed"] = speed = _speed(runs[0], rows, keep)
         print(f"speed: {speed['items_per_second']:.1f} items/s ({runs[0].layout}) against "
@@ -219,8 +223,8 @@ def run_benchmark(scorers: list[RewardScorer], templates: list[str], rows: list[
 def _plot(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     subsets = list(results[0]["subsets"])
     labels = [Path(r["model"]).name or r["model"] for r in results]
-    if len(set(labels)) < len(labels):
-        labels = [r["model"] for r in results]
+    if len(results) == 2:
+        labels = [f"{who}: {label}" for who, label in zip("AB", labels)]
     path = subset_accuracy_bars(subsets, {label: [r["subsets"][s]["accuracy"] for s in subsets]
                                           for label, r in zip(labels, results)},
                                 args.plot, f"{TITLES[args.benchmark]}: accuracy per subset")
