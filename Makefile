@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-seeds demo-smollm2 test bench bench-rollout bench-rlhf bench-dpo clean
+.PHONY: demo demo-seeds demo-smollm2 test bench bench-rollout bench-rlhf bench-grpo bench-dpo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-rollout: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's s
 bench-rlhf: $(VENV)/.installed  # about 7 minutes on 2 idle cores: step 3's RLOO, shared and unshared, against TRL's RLOOTrainer
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/rlhf_bench.py --out benchmarks/results/rlhf_latest.json
+
+bench-grpo: $(VENV)/.installed  # about 6 minutes on 2 idle cores: step 3's GRPO, shared and unshared, against TRL's GRPOTrainer on checkable arithmetic
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/grpo_bench.py --out benchmarks/results/grpo_latest.json
 
 bench-dpo: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's DPO, shared and unshared, against TRL's DPOTrainer
 	$(PY) -m pip install -q -r benchmarks/requirements.txt

@@ -1,9 +1,9 @@
 """One trainer in its own process, so that each peak RSS is its own: `ours` runs one of our entrypoints unchanged,
-`trl` runs trl.RewardTrainer, `trl_rloo` trl.RLOOTrainer, `trl_dpo` trl.DPOTrainer. Each writes a JSON result (peak
-RSS, torch threads, and pad counts or TRL's timing).
+`trl` runs trl.RewardTrainer, `trl_rloo` trl.RLOOTrainer, `trl_grpo` trl.GRPOTrainer, `trl_dpo` trl.DPOTrainer.
+Each writes a JSON result (peak RSS, torch threads, and pad counts or TRL's timing).
 
 Usage: python benchmarks/bench_child.py ours RESULT.json PAD_ID|none -- main.py ARGS...
-       python benchmarks/bench_child.py trl|trl_rloo|trl_dpo RESULT.json SPEC.json
+       python benchmarks/bench_child.py trl|trl_rloo|trl_grpo|trl_dpo RESULT.json SPEC.json
 """
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ def main() -> None:
         from bench_trl_rloo import run_trl_rloo
 
         result = run_trl_rloo(json.loads(Path(sys.argv[3]).read_text()))
+    elif mode == "trl_grpo":
+        from bench_trl_grpo import run_trl_grpo
+
+        result = run_trl_grpo(json.loads(Path(sys.argv[3]).read_text()))
     else:
         from bench_trl import run_trl
 

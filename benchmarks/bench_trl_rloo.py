@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from bench_trl import LoopClock
 from datasets import Dataset
+from transformers import Trainer
 from trl import RLOOConfig, RLOOTrainer
 
 from utils.data.formatting import format_text
@@ -55,7 +56,10 @@ class Split:
         self.seconds: dict[str, float] = {"generate": 0.0, "score": 0.0, "no_grad_log_probs": 0.0}
         self.generated_tokens = 0
 
-    def wrap(self, trainer: RLOOTrainer, method: str, part: str | Callable[[], str | None]) -> None:
+    def wrap(self, trainer: Trainer, method: str, part: str | Callable[[], str | None],
+             tokens: Callable[[Any], int] | None = None) -> None:
+        """Time `method` under `part` (or the part that a callable names at the call's end; None: not counted),
+        and add `tokens(its output)` to the generated tokens."""
         original = getattr(trainer, method)
 
         def timed(*args, **kwargs):
@@ -64,8 +68,8 @@ class Split:
             name = part if isinstance(part, str) else part()
             if name is not None:
                 self.seconds[name] += time.perf_counter() - started
-            if method == "_generate_single_turn":
-                self.generated_tokens += sum(len(ids) for ids in out)
+            if tokens is not None:
+                self.generated_tokens += tokens(out)
             return out
 
         setattr(trainer, method, timed)
@@ -79,7 +83,7 @@ def run_trl_rloo(spec: dict[str, Any]) -> dict[str, Any]:
     rows = [{"prompt": text, "raw_prompt": raw} for text, raw in zip(spec["prompts"], spec["raw_prompts"])]
     trainer = RLOOTrainer(model=spec["actor_dir"], reward_funcs=pipeline_reward(spec["reward_dir"], spec["template"]),
                           args=config, train_dataset=Dataset.from_list(rows), callbacks=[clock])
-    split.wrap(trainer, "_generate_single_turn", "generate")
+    split.wrap(trainer, "_generate_single_turn", "generate", lambda ids: sum(map(len, ids)))
     split.wrap(trainer, "_calculate_rewards", "score")
     split.wrap(trainer, "_get_per_token_logps_and_entropies",
                lambda: None if torch.is_grad_enabled() else "no_grad_log_probs")
