@@ -121,6 +121,12 @@ def input_device(model: Any) -> torch.device:
     return model.device if hasattr(model, "zero_optimization_stage") else next(model.parameters()).device
 
 
+def model_config(model: Any) -> Any:
+    """A model's Hugging Face config, also when a DeepSpeed engine wraps it (the engine's own `config` is
+    DeepSpeed's)."""
+    return getattr(model, "module", model).config
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -119,7 +119,7 @@ def score_sequences(model: PreTrainedModel, sequences: list[list[int]], batch_si
     """Each token-id sequence's score through the model's own pooling, as pipeline() scores its text. Sequences are
     batched by length and right-padded with config.pad_token_id, so padding stays rare and positions start at 0; a
     model without a pad id scores one at a time, as its pooling needs one to find the end."""
-    pad = model.config.pad_token_id
+    pad = dist.model_config(model).pad_token_id
     if pad is None:
         batch_size = 1
     device = dist.input_device(model)

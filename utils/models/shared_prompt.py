@@ -85,9 +85,11 @@ def can_share_rows(model: PreTrainedModel, sequences: list[list[int]]) -> bool:
     """Whether scoring `sequences` in shared rows is exact and tested: not for a family outside SHARED_SCORING (a
     bidirectional encoder cannot share a prefix), a model under ZeRO-3 (every process must make the same calls), or
     a sequence holding the pad id (pipeline() would read before it)."""
-    pad = model.config.pad_token_id
-    return (not dist.gathers_layers(model) and model.config.model_type in SHARED_SCORING and pad is not None
-            and not any(pad in ids for ids in sequences))
+    if dist.gathers_layers(model):
+        return False
+    config = dist.model_config(model)
+    return (config.model_type in SHARED_SCORING and config.pad_token_id is not None
+            and not any(config.pad_token_id in ids for ids in sequences))
 
 
 @torch.no_grad()
@@ -104,7 +106,7 @@ def shared_row_scores(model: PreTrainedModel, groups: list[list[list[int]]], bat
             end += len(ids) - n
             last.append(end - 1)
         ends.append(last)
-    scorer, device, pad = RewardModel(model), dist.input_device(model), model.config.pad_token_id
+    scorer, device, pad = RewardModel(model), dist.input_device(model), dist.model_config(model).pad_token_id
     scores, first = [], 0
     while first < len(groups):
         stop, size = first + 1, len(groups[first])
