@@ -118,16 +118,23 @@ def test_overrides_and_extra_flags_reach_every_training_command(script, opt_dir,
     assert [args.dropout for _, name, args in runs if "step2" in name] == [0.25]
     assert runs[0][2].model_name_or_path == str(opt_dir)
     ports = {prefix.pop(2) for prefix, name, args in runs}
-    assert ports == ({"29611", "29612"} if "demo/" in script else {"29611"}), \
-        "MASTER_PORT, and one above it for the demo's second lane, whose launchers run beside the first lane's"
+    assert ports == ({"29611", "29612", "29613"} if "demo/" in script else {"29611"}), \
+        "MASTER_PORT, and one above it for each other lane of the demo, whose launchers run beside the first lane's"
+    # the demo's GRPO lane has data of its own: a warm start from MODEL on synthetic_math, and GRPO from it
+    math = [(prefix, name, args) for prefix, name, args in runs if "math" in args.data_path[0]]
+    assert [(Path(args.output_dir).relative_to(out).as_posix(), args.data_path, args.model_name_or_path)
+            for _, _, args in math] == ([("step1_math", ["synthetic_math:4000"], str(opt_dir)),
+                                         ("step3_rlhf/grpo", ["synthetic_math:8000"], str(out / "step1_math"))]
+                                        if "demo/" in script else [])
     for prefix, name, args in runs:
         assert prefix == ["deepspeed", "--master_port", "--num_gpus", "2"]
-        assert args.data_path == [str(pair_files[0]), "synthetic"]
+        assert args.data_path == [str(pair_files[0]), "synthetic"] or (prefix, name, args) in math
         assert Path(args.output_dir).is_relative_to(out)
         assert args.zero_stage == 1 and args.data_split == "1,1,1"
-        if "step3" in name:
+        if "step3" in name and (prefix, name, args) not in math:
             assert args.critic_zero_stage in (None, 1) and args.model_name_or_path == str(out / "step1_sft")
-    assert all(args.model_name_or_path in (str(out / "step1_sft"), env["REWARD_MODEL"]) for *_, args in runs[1:]), \
+    assert all(args.model_name_or_path in (str(out / "step1_sft"), env["REWARD_MODEL"])
+               for prefix, name, args in runs[1:] if "step1" not in name and (prefix, name, args) not in math), \
         "steps 2 and 3 start from the step-1 output, or from REWARD_MODEL for a reward model"
 
 

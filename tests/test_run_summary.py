@@ -126,3 +126,61 @@ def test_seed_table_refuses_a_seed_without_every_algorithm(tmp_path):
     _policy(tmp_path / "b" / "raft", before, before)
     proc = _seed_table(tmp_path, {1: tmp_path / "a", 2: tmp_path / "b"})
     assert proc.returncode == 2 and proc.stderr.startswith("error: seed 1: no finished run of raft in")
+
+
+def _math_run(path: Path, before: float, after: float, eos: float = 1.0, length: float = 6.0) -> Path:
+    """A GRPO run rewarded by math_answer alone: its reward is the share right, as step 3 reports it."""
+    start = {"reward": before, "greedy_reward": 0.625, "accuracy": before, "greedy_accuracy": 0.625,
+             "answer_length": 6.0, "eos_share": 1.0, "distinct2": 0.25, "prompts": 800}
+    end = start | {"reward": after, "accuracy": after, "greedy_accuracy": 0.75, "greedy_reward": 0.75,
+                   "eos_share": eos, "answer_length": length, "kl_to_reference": 0.5, "win_rate": 0.25}
+    return _policy(path, start, end)
+
+
+def test_a_run_from_another_start_gets_its_own_before_row(tmp_path):
+    """GRPO beside the reward-model runs: the shared "before" row stays above them, GRPO's own start above it, and a
+    line says that its reward is the share right (the bug this catches: five "before" rows, or GRPO's start shown
+    as the others')."""
+    before = {"reward": 4.0, "greedy_reward": 9.0, "answer_length": 9.0, "eos_share": 1.0, "distinct2": 0.5,
+              "prompts": 768, "flawed_share": 0.25}
+    _policy(tmp_path / "step3_rlhf" / "rloo", before, before | {"reward": 8.5, "kl_to_reference": 0.75,
+                                                                "win_rate": 0.5})
+    _policy(tmp_path / "step3_rlhf" / "raft", before, before | {"reward": 8.0, "kl_to_reference": 1.25,
+                                                                "win_rate": 0.625})
+    _math_run(tmp_path / "step3_rlhf" / "grpo", 0.25, 0.625)
+    lines = run_here(run_summary, [tmp_path]).stdout.splitlines()
+    assert lines[-8].startswith("step3_rlhf, one seeded sample per held-out prompt (768/800 prompts)")
+    table = [line.split("  ")[0].strip() for line in lines[-6:-1]]
+    assert table == ["before", "RAFT", "RLOO", "before (grpo)", "GRPO"]
+    assert lines[-3].split()[2:5] == ["0.25", "0.62", "-"] and lines[-2].split()[1:5] == ["0.62", "0.75", "-", "0.500"]
+    assert lines[-1] == "GRPO: its reward and greedy are math_answer's, the share of answers right"
+    saved = json.loads((tmp_path / "step3_rlhf" / "eval_results.json").read_text())["grpo"]
+    assert {key: saved[key] for key in ("accuracy_before", "accuracy_after", "greedy_accuracy_before",
+                                        "greedy_accuracy_after")} == {
+        "accuracy_before": 0.25, "accuracy_after": 0.625, "greedy_accuracy_before": 0.625,
+        "greedy_accuracy_after": 0.75}
+
+
+def test_seed_table_checks_grpos_own_targets(tmp_path):
+    """GRPO is held to its own targets (the share right doubles and gains 25 points, EOS >= 0.95, length <= 1.5x),
+    in a table of its own, and not to the reward-model runs' (it has no flawed share to cut)."""
+    before = {"reward": 4.0, "greedy_reward": 9.0, "answer_length": 9.0, "eos_share": 1.0, "distinct2": 0.5,
+              "prompts": 400, "flawed_share": 0.125}
+    good = before | {"reward": 8.5, "kl_to_reference": 0.75, "flawed_share": 0.025, "distinct2": 0.4}
+    runs = {}
+    for seed, (right_before, right_after, length) in {1234: (0.25, 0.625, 6.0), 7: (0.25, 0.5, 6.0),
+                                                      1: (0.375, 0.75, 9.5)}.items():
+        runs[seed] = tmp_path / f"seed_{seed}"
+        _policy(runs[seed] / "rloo", before, good)
+        _math_run(runs[seed] / "grpo", right_before, right_after, length=length)
+    proc = _seed_table(tmp_path, runs)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1 and lines[-1] == "MISSED: grpo seed 1: length 1.58x", \
+        "seed 7 doubles with +25.0 points exactly; seed 1 doubles but its answers grew 1.58x"
+    assert lines[3].split()[:5] == ["algorithm", "sampled", "right", "(>=", "2x)"]
+    assert [cell.strip() for cell in lines[4].split("  ") if cell.strip()] == [
+        "GRPO", "2.00x / 2.00x", "+25.0 / +37.5", "1.000 / 1.000", "1.00x / 1.00x"]
+    (runs[1] / "grpo" / "eval_results.json").write_text(json.dumps(
+        json.loads((runs[1] / "grpo" / "eval_results.json").read_text()) | {"answer_length": 8.0}))
+    proc = _seed_table(tmp_path, runs)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "all 30 targets met for every seed"

@@ -254,10 +254,22 @@ def test_synthetic_math_held_out_tenth_never_repeats_a_train_problem() -> None:
         assert read_source(f"synthetic_math:{n}", PROMPT_FIELDS)[0] == splits
 
 
-@pytest.mark.parametrize("fields, lacks", [(FIELD_NAMES, "chosen or rejected"), (SFT_FIELDS, "chosen")])
-def test_synthetic_math_is_refused_by_steps_that_read_answers(fields: tuple[str, ...], lacks: str) -> None:
-    with pytest.raises(UserError, match=f"synthetic_math:50: synthetic_math has no {lacks} answers; it is arithmetic "
-                                        "problems with their answers, for step 3's checkable rewards"):
-        read_source("synthetic_math:50", fields)
+def test_synthetic_math_gives_step_1_the_right_answer_in_the_demo_style() -> None:
+    problems = read_source("synthetic_math:300", PROMPT_FIELDS)[0]
+    sft, skipped = read_source("synthetic_math:300", SFT_FIELDS)
+    assert skipped == 0 and {split: len(rows) for split, rows in sft.items()} == {"train": 300, "test": 30}
+    for split, rows in sft.items():  # the same problems, in order, each answered with its own result
+        assert [r["prompt"] for r in rows] == [r["prompt"] for r in problems[split]]
+        for row, problem in zip(rows, problems[split]):
+            assert row == {"prompt": problem["prompt"], "chosen": f"The answer is {problem['answer']}."}
+    assert sft["train"][0]["chosen"] == f"The answer is {_math_result(sft['train'][0]['prompt'])}."
+
+
+def test_synthetic_math_is_refused_by_steps_that_read_pairs() -> None:
+    # steps 2 and DPO: no rejected answer to learn from (the bug this catches: a pair step training on chosen alone)
+    with pytest.raises(UserError, match="synthetic_math:50: synthetic_math has no rejected answers; it is arithmetic "
+                                        "problems with one right answer each, for step 1 and for step 3's checkable "
+                                        "rewards"):
+        read_source("synthetic_math:50", FIELD_NAMES)
     with pytest.raises(UserError, match="expected synthetic_math:N with N at least 1"):
         read_source("synthetic_math:0", PROMPT_FIELDS)

@@ -125,7 +125,10 @@ run() {
 # collide; its output goes to its logs only. A lane runs its commands one after another: a command for a busy lane
 # waits for the last one first. A failed run stops the launcher, naming its log, once the other lanes' runs have
 # ended; none starts after it. With DRY_RUN=1 each command prints, with its lane's port, and nothing runs.
+# LANE_NICENESS[LANE], where a launcher sets it, runs that lane at a lower priority (nice): with more lanes than
+# cores, the lanes that would otherwise wait on a longer one give it their share of the CPU, and all end together.
 LANE_PIDS=()
+declare -A LANE_NICENESS=()
 beside() {
   local lane=$1
   shift
@@ -136,7 +139,13 @@ beside() {
     (MASTER_PORT=$port; _launch_command; "$@")
     return
   fi
-  (MASTER_PORT=$port LANE=$lane; _launch_command; export OMP_NUM_THREADS=1; "$@") &
+  (
+    MASTER_PORT=$port LANE=$lane
+    _launch_command
+    export OMP_NUM_THREADS=1
+    [ -z "${LANE_NICENESS[$lane]:-}" ] || renice -n "${LANE_NICENESS[$lane]}" -p "$BASHPID" > /dev/null
+    "$@"
+  ) &
   LANE_PIDS[lane]=$!
 }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable
 
 from utils.data.synthetic import generate_pairs, generate_sft_rows
-from utils.data.synthetic_math import math_splits
+from utils.data.synthetic_math import math_splits, sft_row
 from utils.errors import UserError
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -30,13 +30,13 @@ ASSISTANT = "\n\nAssistant:"
 SOURCES_HELP = (
     "Sources: 'synthetic' (built-in seeded pairs; 'synthetic:N' for N train pairs plus a held-out tenth), "
     "'synthetic_flawed' or 'synthetic_flawed:N' (step 1 only: seeded answers, a quarter of them rude, evasive or "
-    "looping, for the step-3 demo), 'synthetic_math' or 'synthetic_math:N' (step 3 only: seeded one-digit "
-    "arithmetic problems with an answer column, for checkable rewards), local .jsonl/.json/.csv files (optionally "
-    ".gz) or .parquet files, a folder of data files, or a Hugging Face dataset name, DeepSpeed-Chat's and "
-    "openai/gsm8k included. Rows have prompt, chosen and rejected fields (see --prompt_column), or Anthropic-style "
-    "chosen and rejected transcripts, or chosen and rejected chat message lists; step 3 reads prompts alone, also "
-    "GSM8K's question and answer, and keeps a row's other columns (an answer, say) for reward functions. Several "
-    "blend.")
+    "looping, for the step-3 demo), 'synthetic_math' or 'synthetic_math:N' (seeded one-digit arithmetic "
+    "problems: step 3 reads their answer column, for checkable rewards, step 1 the answer as 'The answer is N.'), "
+    "local .jsonl/.json/.csv files (optionally .gz) or .parquet files, a folder of data files, or a Hugging Face "
+    "dataset name, DeepSpeed-Chat's and openai/gsm8k included. Rows have prompt, chosen and rejected fields (see "
+    "--prompt_column), or Anthropic-style chosen and rejected transcripts, or chosen and rejected chat message "
+    "lists; step 3 reads prompts alone, also GSM8K's question and answer, and keeps a row's other columns (an "
+    "answer, say) for reward functions. Several blend.")
 # Built-in generated pairs and step-1 rows by name, each read as 'name' or 'name:N': n rows from a seed.
 SYNTHETIC_GENERATORS: dict[str, Callable[..., list[dict[str, str]]]] = {
     "synthetic": generate_pairs, "synthetic_flawed": generate_sft_rows}
@@ -45,8 +45,8 @@ BUILT_IN: dict[str, tuple[tuple[str, ...], str]] = {
     "synthetic": (FIELDS, ""),
     "synthetic_flawed": (SFT_FIELDS, "it is for step 1 (supervised fine-tuning), to start the step-3 demo from a "
                                      "flawed policy; for pairs use synthetic"),
-    "synthetic_math": (PROMPT_FIELDS, "it is arithmetic problems with their answers, for step 3's checkable rewards "
-                                      "(--data_split 0,0,1 or --prompt_data_path)"),
+    "synthetic_math": (SFT_FIELDS, "it is arithmetic problems with one right answer each, for step 1 and for step 3's "
+                                   "checkable rewards (--data_split 0,0,1 or --prompt_data_path)"),
 }
 # Hub datasets of questions with worked answers, and the configuration read; a step that reads pairs refuses them.
 ANSWER_DATASETS = {"openai/gsm8k": "main", "gsm8k": "main"}
@@ -340,7 +340,8 @@ def _read_synthetic(spec: str, fields: tuple[str, ...]) -> Splits:
         if size < 1:
             raise UserError(f"--data_path {spec}: expected {name}:N with N at least 1")
     if name == "synthetic_math":
-        return math_splits(size)
+        splits = math_splits(size)
+        return splits if "chosen" not in fields else {split: list(map(sft_row, part)) for split, part in splits.items()}
     generated = SYNTHETIC_GENERATORS[name](size + max(1, size // 10), seed=0)
     keys = fields if len(fields) > 1 else tuple(generated[0])
     seen = {tuple(r[k] for k in keys) for r in generated[:size]}

@@ -1,4 +1,5 @@
-"""Built-in arithmetic problems with their answers (`--data_path synthetic_math:N`), for step 3's checkable rewards.
+"""Built-in arithmetic problems with their answers (`--data_path synthetic_math:N`), for step 3's checkable rewards
+and, answered "The answer is N.", for a step-1 warm start that gives a tiny policy something to improve on.
 
 Half of them ask in the forms the demo's step-1 data already answers ("What is 3 plus 5?"), so that its tiny policy
 has a chance; the other half are short word problems on the same sums. Operands are single digits, a subtraction
@@ -53,6 +54,12 @@ def generate_math_problems(n: int, seed: int = 0) -> list[dict[str, str]]:
     """n rows {"prompt", "answer"}; the same seed gives the same rows, and the first k of n are the rows for k."""
     rng = random.Random(seed)
     return [_problem(rng) for _ in range(n)]
+
+
+def sft_row(row: dict[str, str]) -> dict[str, str]:
+    """A problem as step 1 reads it: the prompt, and its answer in one of the demo's step-1 answer styles, whose last
+    number is what math_answer checks."""
+    return {"prompt": row["prompt"], "chosen": f"The answer is {row['answer']}."}
 
 
 def math_splits(n: int, seed: int = 0) -> dict[str, list[dict[str, str]]]:
