@@ -43,7 +43,7 @@ bench-rlhf: $(VENV)/.installed  # about 7 minutes on 2 idle cores: step 3's RLOO
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/rlhf_bench.py --out benchmarks/results/rlhf_latest.json
 
-bench-grpo: $(VENV)/.installed  # about 6 minutes on 2 idle cores: step 3's GRPO, shared and unshared, against TRL's GRPOTrainer on checkable arithmetic
+bench-grpo: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's GRPO, shared and unshared, against TRL's GRPOTrainer on checkable arithmetic
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/grpo_bench.py --out benchmarks/results/grpo_latest.json
 
