@@ -64,16 +64,19 @@ def test_zero_variance_groups_are_dropped_and_counted_and_accuracy_is_evaluated(
                for s in samples)
 
 
-def test_several_passes_take_the_ratio_against_the_sampling_policy(actor_dir, tmp_path):
-    """Two passes over each rollout: the first is on-policy (ratio 1, nothing clipped), the second starts from
-    weights one update away, so its ratios leave the clip range somewhere (planted: old log-probs recomputed at
-    each pass keep the ratio at 1 and clip_region at 0)."""
+@pytest.mark.parametrize("updates, epoch_of_update", [(("--ppo_epochs", 2), [0, 1, 0, 1]),
+                                                     (("--generation_batches", 2), [0, 0, 0, 0])])
+def test_later_updates_take_the_ratio_against_the_sampling_policy(actor_dir, tmp_path, updates, epoch_of_update):
+    """Two updates per sampling, by two passes over each rollout or one pass over two rollouts: the first update is
+    on-policy (ratio 1, nothing clipped), the second starts from weights one update away, so its ratios leave the
+    clip range somewhere (planted: old log-probs recomputed at each update, or taken only with --ppo_epochs > 1,
+    keep the ratio at 1 and clip_region at 0)."""
     (tmp_path / "letters.py").write_text(LETTERS)
-    out = tmp_path / "passes"
+    out = tmp_path / "updates"
     run_step3(_grpo_args(actor_dir, out, "--reward_funcs", f"{tmp_path / 'letters.py'}:letter_e", "--data_path",
-                         "synthetic:40", "--ppo_epochs", 2, "--cliprange", 0.05, "--kl_ctl", 0.1))
+                         "synthetic:40", *updates, "--cliprange", 0.05, "--kl_ctl", 0.1))
     train = _train(out)
-    assert len(train) == 20 and [m["ppo_epoch"] for m in train[:4]] == [0, 1, 0, 1]
+    assert [m["ppo_epoch"] for m in train[:4]] == epoch_of_update
     assert all(m["clip_region"] == 0 for m in train[::2])
     assert any(m["clip_region"] > 0 for m in train[1::2])
 

@@ -1,8 +1,9 @@
 """GRPO and its variants (DAPO, Dr. GRPO) on step 3's rollouts: each answer's advantage is its reward against the
 other answers to the same prompt, scaled by --scale_rewards; the policy learns from the clipped surrogate of each of
 its tokens (--cliprange below, --cliprange_high above), with --kl_ctl times the k3 KL to the reference in the loss,
-aggregated by --loss_type. --ppo_epochs passes over the --generation_batches rollouts, the ratio taken against the
-log-probabilities recorded at sampling; with one pass the ratio is exactly 1.
+aggregated by --loss_type. --ppo_epochs passes over the --generation_batches rollouts, one update each, the ratio
+taken against the log-probabilities recorded at sampling: every update after the first starts from weights that
+moved since. With one update per sampling the ratio is exactly 1.
 
 --filter_zero_variance_groups drops, from the loss and its normalisation, the prompts whose K rewards are all equal
 (their advantages are 0; DAPO's dynamic sampling), counted in `groups_dropped`; --mask_truncated_answers keeps the
@@ -33,7 +34,7 @@ class GroupExperience:
     rewards: torch.Tensor  # as the advantages see them: normalized and clipped
     mask: torch.Tensor  # the answer tokens that count in the loss: dropped groups and masked answers off
     answers: int  # answers that count in the loss
-    old_log_probs: torch.Tensor | None  # at sampling; None with one pass, where the ratio is 1
+    old_log_probs: torch.Tensor | None  # at sampling; None with one update per sampling, where the ratio is 1
     ref_log_probs: torch.Tensor
     stats: dict[str, float]
     advantages: torch.Tensor | None = None
@@ -69,7 +70,7 @@ class GRPOObjective(PolicyObjective):
     def experience(self, model: nn.Module, rollout: Rollout, scores: torch.Tensor, stats: dict[str, float]
                    ) -> GroupExperience:
         """The rewards, the groups and answers that count, and the log-probs of the sampling policy (for more than
-        one pass) and of the reference."""
+        one update per sampling) and of the reference."""
         args, k = self.args, self.args.num_generations
         rewards = self.clipped(scores)
         mask = actions(rollout)
@@ -81,7 +82,7 @@ class GRPOObjective(PolicyObjective):
         if args.mask_truncated_answers:
             masked = masked * ~rollout.truncated[:, None].to(mask.device)
         old_log_probs = None
-        if args.ppo_epochs > 1:
+        if self.updates_per_batch > 1:
             with dropout_off(model):
                 old_log_probs, _ = token_log_probs(model, rollout, self.temperature, self.row_k)
         ref_log_probs, _ = token_log_probs(self.reference, rollout, self.temperature, self.row_k)
