@@ -4,7 +4,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from conftest import read_metrics
+from conftest import free_port, read_metrics, write_jsonl
 from test_launchers import SBATCH, _fake_slurm_bin, _slurm_env, _tiny_run_env, launch
 
 # Step 3's recipes generate up to 256 tokens for prompts of up to 256: a tiny random actor seldom ends an answer, and
@@ -57,3 +57,38 @@ def test_sbatch_runs_the_66b_recipe_in_two_srun_tasks(actor_dir, reward_dir, pai
     train = [m for m in read_metrics(out / "step3_rlhf") if m["split"] == "train"]
     assert len(train) == 2 and all("value_loss" in m for m in train), "16 prompts, 4 per process: PPO's 2 steps"
     assert "step3_rlhf: reward" in proc.stdout
+
+
+def _gsm8k_folder(root: Path, train: int, test: int) -> Path:
+    """A local copy of openai/gsm8k's layout: train and test splits of questions whose worked answers end `#### N`."""
+    folder = root / "openai" / "gsm8k"
+    folder.mkdir(parents=True)
+    questions = [(i, i % 7 + 1) for i in range(train + test)]
+    for split, rows in (("train", questions[:train]), ("test", questions[train:])):
+        write_jsonl(folder / f"{split}.jsonl", [
+            {"question": f"Ann has {a} pens and buys {b} more. How many pens does she have?",
+             "answer": f"She has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} pens.\n#### {a + b}"} for a, b in rows])
+    return folder
+
+
+def test_llama3_grpo_launcher_runs_gsm8k_for_real(llama_chat_dir, tmp_path):
+    """run_llama3_8b_grpo.sh on a tiny chat model and a local GSM8K of 64 train and 8 test questions, on CPU: GRPO
+    with math_answer alone (no reward model), judged on the whole test split, with the launcher's own batch shape:
+    2 questions a process and 16 accumulation steps make 32 questions an optimizer step, so 2 steps."""
+    out = tmp_path / "grpo"
+    data = _gsm8k_folder(tmp_path, 64, 8)
+    env = {"MODEL": str(llama_chat_dir), "DATA": str(data), "OUTPUT": str(out),
+           "ZERO_STAGE": "0", "NUM_GPUS": "1", "MASTER_PORT": free_port()}
+    proc = launch("training_scripts/llama/single_node/run_llama3_8b_grpo.sh", env, "--dtype", "fp32",
+                  "--max_prompt_seq_len", "64", "--max_answer_seq_len", "8", "--num_train_epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    figures = json.loads((out / "eval_results.json").read_text())
+    assert {"accuracy_before", "accuracy_after", "greedy_accuracy_before", "greedy_accuracy_after"} <= set(figures)
+    test = [json.loads(line)["question"] for line in (data / "test.jsonl").read_text().splitlines()]
+    judged = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["prompts"] for r in judged if r["step"] == 0) == sorted(test), \
+        "judged on the test split, all of it: not on a share of the train questions"
+    train = [m for m in read_metrics(out) if m["split"] == "train"]
+    assert [m["step"] for m in train] == [1, 2], "64 questions, 32 an optimizer step (a wrong batch or accumulation)"
+    assert all("reward_math_answer" in m for m in train)
+    assert f"{out.name}: accuracy" in proc.stdout, "the summary line"
