@@ -6,6 +6,7 @@ import json
 import pytest
 
 from conftest import STEP3, main_exits, read_metrics, rlhf_args, run_step3
+from utils.objectives.intervals import mean_interval, share_interval
 from utils.flags import parse_flags
 
 LETTERS = "def letter_e(prompts, answers, **columns):\n    return [float(a.count('e')) for a in answers]\n"
@@ -62,6 +63,14 @@ def test_zero_variance_groups_are_dropped_and_counted_and_accuracy_is_evaluated(
     samples = [json.loads(line) for line in (tmp_path / "dropped" / "samples.jsonl").read_text().splitlines()]
     assert all(s["reward_math_answer"] in (0.0, 1.0) and s["greedy_reward_math_answer"] in (0.0, 1.0)
                for s in samples)
+    # each figure's 95% interval, before and after, from the same answers as the figure
+    last = [s for s in samples if s["step"] == max(s["step"] for s in samples)]
+    n, right = len(last), sum(s["reward_math_answer"] for s in last)
+    assert final["ci95"]["accuracy"] == [round(v, 4) for v in share_interval(int(right), n)]
+    assert final["ci95"]["answer_length"] == [round(v, 4) for v in mean_interval([s["length"] for s in last])]
+    for when in ("ci95", "ci95_before"):
+        assert final[when].keys() == {"accuracy", "greedy_accuracy", "eos_share", "answer_length", "kl_to_reference"}
+    assert final["ci95"]["kl_to_reference"][0] <= final["kl_to_reference"] <= final["ci95"]["kl_to_reference"][1]
 
 
 @pytest.mark.parametrize("updates, epoch_of_update", [(("--ppo_epochs", 2), [0, 1, 0, 1]),
@@ -99,3 +108,18 @@ def test_grpo_defaults_follow_trl_unless_given(actor_dir, tmp_path):
     assert args.kl_ctl == 0.04
     args, _ = parse_flags(3, _grpo_args(actor_dir, tmp_path, "--reward_funcs", "flaw", "--algo", "rloo"))
     assert args.kl_ctl == 0.1, "RLOO keeps its own default"
+
+
+@pytest.mark.parametrize("hits, n, expected", [(0, 10, [0.0, 0.2775]), (5, 10, [0.2366, 0.7634]),
+                                               (10, 10, [0.7225, 1.0])])
+def test_a_share_gets_wilsons_interval(hits, n, expected):
+    # hand-computed: centre (p + z^2/2n) / (1 + z^2/n), half z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n); the normal
+    # interval p +- z se would give [0, 0] at 0 of 10 (the bug this catches)
+    assert [round(v, 4) for v in share_interval(hits, n)] == expected
+
+
+def test_a_mean_gets_the_normal_interval():
+    # 1, 2, 3: mean 2, sample sd 1, so 2 -+ 1.96 / sqrt(3) (the population sd would give 1.6 -+ ...)
+    assert [round(v, 4) for v in mean_interval([1.0, 2.0, 3.0])] == [0.8684, 3.1316]
+    assert mean_interval([4.0]) == [4.0, 4.0]
+

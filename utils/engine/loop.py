@@ -200,7 +200,8 @@ def _evaluate(engine: deepspeed.DeepSpeedEngine, evaluate: EvalFn, log: RunLog, 
         metrics = evaluate()
     engine.train()
     log.record("eval", step, metrics)
-    log.info(f"eval @ step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    log.info(f"eval @ step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                                                 if isinstance(v, (int, float))))
     return metrics
 
 

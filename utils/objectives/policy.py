@@ -28,6 +28,7 @@ from utils.engine.loop import Objective
 from utils.models.lora import WithoutAdapters
 from utils.objectives.losses import clipped_policy_loss, kl_k1, kl_k3
 from utils.objectives.answer_rewards import AnswerRewards
+from utils.objectives.intervals import held_out_intervals
 from utils.objectives.rollout import Rollout, actions, encode_prompts, sample, sampling_config, token_log_probs
 from utils.rewards.combined import RewardFunctions
 from utils.run_files import EVAL_BEFORE
@@ -248,6 +249,7 @@ class PolicyObjective(Objective):
         if self.judge is not None:
             metrics["flawed_share"] = self.judge([str(p) for p in merged["prompts"]], merged["sampled"])
         metrics |= _check_figures(merged, list(sampled_stats["_functions"]))
+        metrics["ci95"] = held_out_intervals(merged)
         self._compare_with_start(metrics, merged, output_dir, step)
         if dist.is_main():
             with (output_dir / "samples.jsonl").open("a") as handle:
@@ -270,7 +272,7 @@ class PolicyObjective(Objective):
             self.before = json.loads(path.read_text())
         start = self.before["sampled_reward"]
         metrics["win_rate"] = sum(now > then for now, then in zip(merged["sampled_reward"], start)) / len(start)
-        for key in ("reward", "distinct2", "flawed_share", "accuracy", "greedy_accuracy"):
+        for key in ("reward", "distinct2", "flawed_share", "accuracy", "greedy_accuracy", "ci95"):
             if key in self.before:
                 metrics[f"{key}_before"] = self.before[key]
         for key in ("accuracy", "greedy_accuracy"):
