@@ -184,3 +184,13 @@ def test_seed_table_checks_grpos_own_targets(tmp_path):
         json.loads((runs[1] / "grpo" / "eval_results.json").read_text()) | {"answer_length": 8.0}))
     proc = _seed_table(tmp_path, runs)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "all 30 targets met for every seed"
+
+
+def test_a_figure_with_an_interval_shows_it(tmp_path):
+    """Step 3 with math_answer reports each share right with its 95% interval, before and after; the summary line
+    shows both beside the figures (a figure without one, as step 1's perplexity, shows none)."""
+    start = {"accuracy": 0.12, "reward": 0.12, "ci95": {"accuracy": [0.0768, 0.1752]}}
+    end = {"accuracy": 0.58, "reward": 0.58, "ci95": {"accuracy": [0.5108, 0.6463]}}
+    run = _policy(tmp_path / "step3_grpo", start, end)
+    assert summary_line(run, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]) == (
+        "step3_grpo: accuracy 0.12 [0.077, 0.175] before training, 0.58 [0.511, 0.646] after 1 steps")

@@ -40,7 +40,13 @@ def summary_line(step_dir: Path, rows: list[dict], name: str | None = None) -> s
     finished = (step_dir / FINISHED).exists()
     last = json.loads((step_dir / FINISHED).read_text()) if finished else evals[-1]
     state = f"after {steps} steps" if finished else f"at step {evals[-1]['step']} (unfinished)"
-    return f"{name}: {key} {evals[0][key]:.4g} before training, {last[key]:.4g} {state}"
+    before, after = (f"{figures[key]:.4g}{_interval(figures.get('ci95', {}), key)}" for figures in (evals[0], last))
+    return f"{name}: {key} {before} before training, {after} {state}"
+
+
+def _interval(intervals: dict[str, list[float]], key: str) -> str:
+    """The figure's 95% interval, where the run reports one (step 3 on held-out answers)."""
+    return f" [{intervals[key][0]:.3f}, {intervals[key][1]:.3f}]" if key in intervals else ""
 
 
 @exit_on_error
