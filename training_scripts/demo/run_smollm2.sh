@@ -32,6 +32,6 @@ train rlhf "$OUTPUT/step3_grpo" --algo grpo --actor_model_name_or_path "$MODEL" 
   --data_path synthetic_math:192 --data_split 0,0,1 --eval_data_path synthetic_math:2000 --eval_split test \
   --template chat --num_generations 8 --per_device_generation_batch_size 4 --per_device_training_batch_size 4 \
   --max_prompt_seq_len 96 --max_answer_seq_len 48 --temperature 1.0 --actor_learning_rate 2e-5 \
-  --lr_scheduler_type constant --num_warmup_steps 2 --actor_weight_decay 0.0 --actor_dropout 0.0 --dtype fp32 \
+  --lr_scheduler_type constant --actor_weight_decay 0.0 --actor_dropout 0.0 --dtype fp32 \
   --actor_zero_stage "$ZERO_STAGE" --per_device_eval_batch_size 100 --eval_iters 2 "$@"
 summarize
