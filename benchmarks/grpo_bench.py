@@ -51,7 +51,7 @@ from reward_bench import (  # noqa: E402
 
 from utils.data.formatting import TEMPLATES, format_prompt  # noqa: E402
 from utils.data.synthetic import generate_sft_rows  # noqa: E402
-from utils.data.synthetic_math import generate_math_problems  # noqa: E402
+from utils.data.synthetic_math import train_and_held_out  # noqa: E402
 from utils.rewards.builtin import default_overlong_buffer  # noqa: E402
 
 STEP1 = REPO / "training" / "step1_supervised_finetuning" / "main.py"
@@ -143,17 +143,10 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
 def split_problems(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """steps x prompts_per_step training problems, then --eval_prompts distinct held-out ones that repeat no
     training problem (synthetic_math's own rule, with a held-out set of the size asked for)."""
-    n_train = args.steps * args.prompts_per_step
-    rows = generate_math_problems(n_train + 40 * args.eval_prompts, args.seed)
-    seen = {row["prompt"] for row in rows[:n_train]}
-    held_out = []
-    for row in rows[n_train:]:
-        if row["prompt"] not in seen:
-            seen.add(row["prompt"])
-            held_out.append(row)
+    train, held_out = train_and_held_out(args.steps * args.prompts_per_step, args.eval_prompts, args.seed)
     if len(held_out) < args.eval_prompts:
         raise SystemExit(f"error: only {len(held_out)} distinct held-out problems; lower --eval_prompts")
-    return rows[:n_train], held_out[:args.eval_prompts]
+    return train, held_out
 
 
 def sft_rows(held_out: list[dict], args: argparse.Namespace) -> tuple[list[dict], int]:

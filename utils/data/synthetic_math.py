@@ -62,20 +62,23 @@ def sft_row(row: dict[str, str]) -> dict[str, str]:
     return {"prompt": row["prompt"], "chosen": f"The answer is {row['answer']}."}
 
 
-def math_splits(n: int, seed: int = 0) -> dict[str, list[dict[str, str]]]:
-    """n train problems and a held-out tenth (at least one) of distinct problems that no train problem repeats.
-
-    The held-out problems are drawn from the rows that follow the train rows, up to twenty times as many as it
-    needs, so that it is a full tenth unless the training set covers nearly every problem.
-    """
-    want = max(1, n // 10)
-    rows = generate_math_problems(n + 20 * want, seed)
-    seen = {row["prompt"] for row in rows[:n]}
-    test = []
-    for row in rows[n:]:
+def train_and_held_out(n_train: int, n_held_out: int, seed: int = 0) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """n_train problems, then up to n_held_out distinct problems that no train problem repeats, drawn from the rows
+    that follow, up to twenty times as many as needed: fewer only when the training set covers nearly every
+    problem."""
+    rows = generate_math_problems(n_train + 20 * n_held_out, seed)
+    seen = {row["prompt"] for row in rows[:n_train]}
+    held_out = []
+    for row in rows[n_train:]:
         if row["prompt"] not in seen:
             seen.add(row["prompt"])
-            test.append(row)
-            if len(test) == want:
+            held_out.append(row)
+            if len(held_out) == n_held_out:
                 break
-    return {"train": rows[:n], "test": test}
+    return rows[:n_train], held_out
+
+
+def math_splits(n: int, seed: int = 0) -> dict[str, list[dict[str, str]]]:
+    """n train problems and a held-out tenth (at least one) of distinct problems that no train problem repeats."""
+    train, test = train_and_held_out(n, max(1, n // 10), seed)
+    return {"train": train, "test": test}
